@@ -1,0 +1,79 @@
+"""Settings of the Voucherify emulator, including the behaviours the real API leaves unknown."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+DEFAULT_START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+DEFAULT_END = datetime(2024, 1, 8, tzinfo=timezone.utc)
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything that shapes the emulator's data and behaviour. All of it can change at run time
+    through ``PATCH /_emulator/config`` except the dataset (seed, scale, date range)."""
+
+    app_id: str = "emulator-app-id"
+    app_token: str = field(default="emulator-app-token", repr=False)
+    seed: int = 42
+    # Number of redemptions; the other objects are sized in proportion (see dataset.SIZES).
+    scale: int = 1000
+    start: datetime = DEFAULT_START
+    end: datetime = DEFAULT_END
+
+    # Export lifecycle: seconds spent SCHEDULED, then IN_PROGRESS, before DONE.
+    scheduled_seconds: float = 0.0
+    in_progress_seconds: float = 0.2
+    # Unknown in the real API (API_NOTES 4): whether $after / $before include the bound itself.
+    after_inclusive: bool = False
+    before_inclusive: bool = False
+    # Unknown in the real API (API_NOTES 1): how long a download token stays valid (0 = forever).
+    download_token_ttl_seconds: float = 0.0
+    # Unknown in the real API (API_NOTES 1): split results above this many rows into files (0 = never).
+    chunk_rows: int = 0
+    # Base URL put in ``result.url`` (default: the URL the request came in on). Tests point it at another
+    # listener to prove credentials never follow a foreign download host.
+    download_base_url: str = ""
+    # CSV header row: "labels" (as documented: ID,Code,Voucher Type) or "keys".
+    csv_headers: str = "labels"
+    # Money in CSV: "fixed2" renders 2000.00 (as the documented sample), "minimal" renders 2000.
+    money_format: str = "fixed2"
+    # Requests per minute; 0 disables the limiter. Headers are sent either way.
+    rate_limit_per_minute: int = 0
+
+    # Random faults, deterministic for a given seed and request sequence (probabilities 0..1).
+    fault_rate_5xx: float = 0.0
+    fault_rate_429: float = 0.0
+    fault_rate_slow: float = 0.0
+    slow_seconds: float = 1.0
+    fault_rate_truncate: float = 0.0
+    fault_rate_export_error: float = 0.0
+
+    MUTABLE_AT_RUNTIME = (
+        "scheduled_seconds", "in_progress_seconds", "after_inclusive", "before_inclusive",
+        "download_token_ttl_seconds", "download_base_url", "chunk_rows", "csv_headers", "money_format", "rate_limit_per_minute",
+        "fault_rate_5xx", "fault_rate_429", "fault_rate_slow", "slow_seconds", "fault_rate_truncate",
+        "fault_rate_export_error",
+    )
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON, without the app token."""
+        data = asdict(self)
+        data.pop("app_token")
+        data["start"], data["end"] = self.start.isoformat(), self.end.isoformat()
+        return data
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply run-time changes, rejecting unknown or dataset-shaping keys."""
+        known = {f.name: f for f in fields(self)}
+        for key, value in changes.items():
+            if key not in self.MUTABLE_AT_RUNTIME:
+                raise ValueError(f"{key!r} cannot change at run time; allowed: {', '.join(self.MUTABLE_AT_RUNTIME)}")
+            current = getattr(self, key)
+            setattr(self, key, type(current)(value) if known[key] else value)
+        if self.csv_headers not in ("labels", "keys"):
+            raise ValueError("csv_headers must be 'labels' or 'keys'")
+        if self.money_format not in ("fixed2", "minimal"):
+            raise ValueError("money_format must be 'fixed2' or 'minimal'")
