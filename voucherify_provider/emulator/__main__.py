@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     from voucherify_provider.emulator.server import build_server
 
     print(f"Voucherify emulator on http://{args.host}:{args.port} (seed {args.seed}, scale {args.scale})", flush=True)
-    build_server(config, args.host, args.port, args.log_level).run()
+    server, _ = build_server(config, args.host, args.port, args.log_level)
+    server.run()
 
 
 if __name__ == "__main__":

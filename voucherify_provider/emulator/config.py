@@ -53,7 +53,8 @@ class EmulatorConfig:
 
     MUTABLE_AT_RUNTIME = (
         "scheduled_seconds", "in_progress_seconds", "after_inclusive", "before_inclusive",
-        "download_token_ttl_seconds", "download_base_url", "chunk_rows", "csv_headers", "money_format", "rate_limit_per_minute",
+        "download_token_ttl_seconds", "download_base_url", "chunk_rows", "csv_headers", "money_format",
+        "rate_limit_per_minute",
         "fault_rate_5xx", "fault_rate_429", "fault_rate_slow", "slow_seconds", "fault_rate_truncate",
         "fault_rate_export_error",
     )

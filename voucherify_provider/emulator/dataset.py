@@ -217,9 +217,11 @@ class Dataset:
             "name": name, "id": self.record_id("customer", i), "description": f"Customer {i}, \"VIP\"\nsince {i % 9}"
             if h % 4 == 0 else None,
             "email": f"src-{i}@example.com", "source_id": f"src-{i}@example.com", "created_at": created,
-            "address_city": CITIES[h % len(CITIES)], "address_state": None, "address_line_1": f"{h % 999} Main St, Apt {i % 40}",
+            "address_city": CITIES[h % len(CITIES)], "address_state": None,
+            "address_line_1": f"{h % 999} Main St, Apt {i % 40}",
             "address_line_2": None, "address_country": "Poland", "address_postal_code": f"{h % 99999:05d}",
-            "redemptions_total_redeemed": h % 9, "redemptions_total_failed": h % 2, "redemptions_total_succeeded": h % 7,
+            "redemptions_total_redeemed": h % 9, "redemptions_total_failed": h % 2,
+            "redemptions_total_succeeded": h % 7,
             "redemptions_total_rolled_back": 0, "redemptions_total_rollback_failed": 0,
             "redemptions_total_rollback_succeeded": 0, "orders_total_amount": h % 1_000_000,
             "orders_total_count": h % 12, "orders_average_amount": h % 50_000, "orders_last_order_amount": h % 40_000,

@@ -48,16 +48,16 @@ def _condition(key: str, op: str, raw: Any, bounds: tuple[bool, bool], created_f
         return field_value(row, source)
 
     if op in ("$after", "$before"):
-        limit = parse_time(values[0]) if values else None
-        if limit is None:
+        if not values:
             raise FilterError(f"{key}.{op} needs a date")
+        limit = parse_time(values[0])
         if op == "$after":
             return lambda r: get(r) is not None and (get(r) >= limit if after_inclusive else get(r) > limit)
         return lambda r: get(r) is not None and (get(r) <= limit if before_inclusive else get(r) < limit)
     if op in ("$more_than", "$less_than", "$more_than_equal", "$less_than_equal"):
-        limit = parse_time(values[0]) if key in TIME_FIELDS else float(values[0])
-        cmp = {"$more_than": lambda a: a > limit, "$less_than": lambda a: a < limit,
-               "$more_than_equal": lambda a: a >= limit, "$less_than_equal": lambda a: a <= limit}[op]
+        bound: float = parse_time(values[0]) if key in TIME_FIELDS else float(values[0])
+        cmp = {"$more_than": lambda a: a > bound, "$less_than": lambda a: a < bound,
+               "$more_than_equal": lambda a: a >= bound, "$less_than_equal": lambda a: a <= bound}[op]
         return lambda r: get(r) is not None and cmp(get(r))
     text = [str(v) for v in values]
     simple: dict[str, Condition] = {

@@ -110,6 +110,7 @@ class Backend:
         """Validate and schedule an export; return its SCHEDULED representation."""
         if not isinstance(body, dict):
             raise invalid_payload("Request body should be an object")
+        name: Any
         if orders_endpoint:
             name = "order"
             unknown = set(body) - {"parameters"}
@@ -160,7 +161,7 @@ class Backend:
         status = record.status(self.config, time.monotonic())
         params = dict(record.parameters)
         params.setdefault("fields", list(catalog.OBJECTS[record.exported_object].default_fields))
-        result = None
+        result: dict[str, Any] | None = None
         if status == "DONE":
             token = self._current_token(record)
             download_base = (self.config.download_base_url or base_url).rstrip("/")
@@ -259,7 +260,7 @@ class Backend:
         writer.writerow(headers)
         for i in indexes:
             row = self.dataset.row(obj.name, i)
-            writer.writerow([render_value(field_value(row, f), k, money) for f, k in zip(fields_, kinds)])
+            writer.writerow([render_value(field_value(row, f), k, money) for f, k in zip(fields_, kinds, strict=True)])
             if buffer.tell() >= CSV_BUFFER:
                 yield buffer.getvalue().encode("utf-8")
                 buffer.seek(0)

@@ -56,28 +56,28 @@ class RunningEmulator:
 
     def requests(self) -> dict[str, Any]:
         """Request counts per route, the request log and the faults injected so far."""
-        return self.admin("GET", "requests")  # type: ignore[no-any-return]
+        return dict(self.admin("GET", "requests"))
 
     def ground_truth(self, obj: str, start: str | None = None, end: str | None = None,
                      ids: bool = False) -> dict[str, Any]:
         """Records of ``obj`` created in [start, end), as a correct extractor must land them."""
         params = {"object": obj, "ids": str(ids).lower()}
         params.update({k: v for k, v in (("start", start), ("end", end)) if v})
-        return self.admin("GET", "ground-truth", params=params)  # type: ignore[no-any-return]
+        return dict(self.admin("GET", "ground-truth", params=params))
 
     def reset(self) -> None:
         """Forget exports, orders made through the API, faults and the request log."""
         self.admin("POST", "reset")
 
 
-def build_server(config: EmulatorConfig, host: str, port: int, log_level: str = "warning") -> uvicorn.Server:
-    """A uvicorn server for a fresh backend."""
+def build_server(config: EmulatorConfig, host: str, port: int,
+                 log_level: str = "warning") -> tuple[uvicorn.Server, Backend]:
+    """A uvicorn server for a fresh backend, and that backend."""
     backend = Backend(config)
     app = create_app(backend)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                            lifespan="off"))
-    server.config.app.state.backend = backend  # type: ignore[attr-defined]
-    return server
+    return server, backend
 
 
 @contextmanager
@@ -86,7 +86,7 @@ def run_emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
     """Start the emulator in a background thread on a free port; stop it on exit."""
     config = config or EmulatorConfig()
     port = port or free_port(host)
-    server = build_server(config, host, port)
+    server, backend = build_server(config, host, port)
     thread = threading.Thread(target=server.run, name=f"voucherify-emulator-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -95,7 +95,7 @@ def run_emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1",
             raise RuntimeError(f"Voucherify emulator did not start on {host}:{port}")
         time.sleep(0.02)
     try:
-        yield RunningEmulator(f"http://{host}:{port}", config, server.config.app.state.backend)  # type: ignore[attr-defined]
+        yield RunningEmulator(f"http://{host}:{port}", config, backend)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

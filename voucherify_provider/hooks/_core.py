@@ -8,7 +8,9 @@ rate-limit headers slow us down. The sync hook (requests) and the async hook (ht
 from __future__ import annotations
 
 import ipaddress
+import logging
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,6 +69,28 @@ def redact_url(url: str) -> str:
 def url_secrets(url: str) -> list[str]:
     """Secret values carried in a URL's query string (to register with the secrets masker)."""
     return [v for k, v in parse_qsl(urlsplit(url).query, True) if k.lower() in SECRET_QUERY_KEYS and v]
+
+
+_TOKEN_IN_TEXT = re.compile(r"((?:^|[?&\s])(?:token|access_token)=)[^&\s\"']+", re.IGNORECASE)
+
+
+class _RedactUrlTokens(logging.Filter):
+    """Rewrites log records of HTTP libraries so a download ``token=`` never reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _TOKEN_IN_TEXT.sub(r"\1***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the token-redacting filter to the loggers of urllib3 and httpx (idempotent)."""
+    for name in ("urllib3.connectionpool", "httpx", "httpcore.http11"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactUrlTokens) for f in logger.filters):
+            logger.addFilter(_RedactUrlTokens())
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from voucherify_provider.hooks._core import (
     ConnectionSettings,
     RateLimitState,
     RetryPolicy,
+    install_log_redaction,
     redact_url,
     url_secrets,
 )
@@ -66,6 +67,7 @@ def settings_from_connection(conn: Connection) -> ConnectionSettings:
         conn.conn_id, conn.login, conn.password, conn.host, conn.extra_dejson or {}
     )
     mask_secret(settings.app_token)
+    install_log_redaction()
     return settings
 
 

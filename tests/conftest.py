@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated AIRFLOW_HOME, a running emulator and a connection pointing at it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Airflow reads AIRFLOW_HOME on first import: keep tests away from ~/airflow.
+_HOME = Path(tempfile.mkdtemp(prefix="vcf-airflow-home-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_HOME))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+import pytest  # noqa: E402
+
+from voucherify_provider.emulator import EmulatorConfig, run_emulator  # noqa: E402
+from voucherify_provider.hooks._core import RetryPolicy  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+APP_TOKEN = "tok-EMULATOR-s3cr3t-7c1d"
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    """One emulator for the session (scale 200 over a week); tests reset it as they need."""
+    config = EmulatorConfig(app_id="app-test", app_token=APP_TOKEN, scale=200, in_progress_seconds=0.05)
+    with run_emulator(config) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(emulator, monkeypatch):
+    """The session emulator, reset, with default settings restored after the test."""
+    emulator.reset()
+    before = emulator.admin("GET", "config")
+    monkeypatch.setenv("AIRFLOW_CONN_VOUCHERIFY_TEST", emulator.connection_uri())
+    yield emulator
+    mutable = {k: before[k] for k in EmulatorConfig.MUTABLE_AT_RUNTIME}
+    emulator.configure(**mutable)
+
+
+class Sleeps(list):
+    """Records requested sleeps instead of sleeping (retry tests stay fast)."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def hook(emu):
+    from voucherify_provider.hooks.voucherify import VoucherifyHook
+
+    sleeps = Sleeps()
+    h = VoucherifyHook("voucherify_test", retry_policy=RetryPolicy(backoff_base=0.01), sleep=sleeps)
+    h.sleeps = sleeps
+    return h
