@@ -18,7 +18,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voucherify_provider import __version__
-from voucherify_provider.errors import VoucherifyConfigError, VoucherifySecurityError
+from voucherify_provider.errors import (
+    VoucherifyApiError,
+    VoucherifyConfigError,
+    VoucherifySecurityError,
+    VoucherifyTransportError,
+)
 
 CLUSTERS: dict[str, tuple[str, str]] = {
     "EU": ("api.voucherify.io", "download.voucherify.io"),
@@ -321,3 +326,51 @@ class RateLimitState:
         if self.remaining <= 0:
             return left
         return left / (self.remaining + 1)
+
+
+class CallAttempts:
+    """The retry loop's decisions for one call, shared by both transports.
+
+    A transport loops: wait :meth:`pause`, send, then ask :meth:`after_response` or
+    :meth:`after_transport_error` how long to wait before the next attempt; both raise when giving up.
+    """
+
+    def __init__(self, policy: RetryPolicy, rate_limit: RateLimitState, request_name: str, url: str,
+                 idempotent: bool, log: logging.Logger | Any) -> None:
+        self.policy, self.rate_limit, self.operation = policy, rate_limit, request_name
+        self.url, self.idempotent, self.log = url, idempotent, log
+        self.attempt = 0
+
+    def pause(self) -> float:
+        """Seconds to wait before the next attempt so the rate limit is never exceeded."""
+        self.attempt += 1
+        pause = self.rate_limit.pause_before_next()
+        if pause > 0:
+            self.log.info("Voucherify rate limit nearly used up; pausing %.1fs before %s", pause, self.operation)
+        return pause
+
+    def after_response(self, status: int, headers: Mapping[str, str], body: Any) -> float | None:
+        """None when the response is a success; else the delay before retrying. Raises when giving up.
+
+        ``body`` is a callable returning the decoded error body (read only for errors).
+        """
+        self.rate_limit.update(headers)
+        if status < 400:
+            return None
+        delay = self.policy.delay_after_status(self.attempt, status, headers, self.idempotent)
+        if delay is None:
+            raise VoucherifyApiError.from_body(status, body(), operation=self.operation)
+        self.log.warning("Voucherify %s: HTTP %d; retry %d in %.1fs", self.operation, status, self.attempt, delay)
+        return delay
+
+    def after_transport_error(self, error_name: str, reached_server: bool) -> float:
+        """Delay before retrying a failed connection; raises when giving up."""
+        delay = self.policy.delay_after_transport_error(
+            self.attempt, reached_server=reached_server, idempotent=self.idempotent)
+        if delay is None:
+            raise VoucherifyTransportError(
+                f"{error_name} calling {redact_url(self.url)} after {self.attempt} attempt(s)",
+                operation=self.operation,
+            )
+        self.log.warning("Voucherify %s: %s; retry %d in %.1fs", self.operation, error_name, self.attempt, delay)
+        return delay

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -21,11 +21,11 @@ from voucherify_provider.errors import (
     VoucherifyDownloadError,
     VoucherifyError,
     VoucherifyNotFoundError,
-    VoucherifyTransportError,
 )
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import (
     ApiRequest,
+    CallAttempts,
     ConnectionSettings,
     RateLimitState,
     RetryPolicy,
@@ -91,6 +91,13 @@ def export_urls(export: Mapping[str, Any]) -> list[str]:
         candidates = url if isinstance(url, list) else [url] if url else []
     urls = [c.get("url") if isinstance(c, Mapping) else c for c in candidates]
     return [u for u in urls if isinstance(u, str) and u]
+
+
+def mask_export_tokens(export: Mapping[str, Any]) -> None:
+    """Register the download tokens in an export's result URLs with the secrets masker."""
+    for url in export_urls(export):
+        for secret in url_secrets(url):
+            mask_secret(secret)
 
 
 @dataclass
@@ -194,14 +201,12 @@ class VoucherifyHook(BaseHook):
         stream: bool = False,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send with the retry policy; return a 2xx response or raise a VoucherifyApiError."""
-        policy, attempt = self.retry_policy, 0
+        """Send with the retry policy; return a 2xx/3xx response or raise a VoucherifyApiError."""
+        calls = CallAttempts(self.retry_policy, self.rate_limit, operation, url, idempotent, self.log)
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         while True:
-            attempt += 1
-            pause = self.rate_limit.pause_before_next()
+            pause = calls.pause()
             if pause > 0:
-                self.log.info("Voucherify rate limit nearly used up; pausing %.1fs before %s", pause, operation)
                 self._sleep(pause)
             try:
                 response = self.session.request(
@@ -209,26 +214,11 @@ class VoucherifyHook(BaseHook):
                     allow_redirects=False, **kwargs,
                 )
             except requests.RequestException as exc:
-                delay = policy.delay_after_transport_error(
-                    attempt, reached_server=_reached_server(exc), idempotent=idempotent
-                )
-                if delay is None:
-                    raise VoucherifyTransportError(
-                        f"{type(exc).__name__} calling {redact_url(url)} after {attempt} attempt(s)",
-                        operation=operation,
-                    ) from None
-                self.log.warning("Voucherify %s: %s; retry %d in %.1fs", operation, type(exc).__name__,
-                                 attempt, delay)
-                self._sleep(delay)
+                self._sleep(calls.after_transport_error(type(exc).__name__, _reached_server(exc)))
                 continue
-            self.rate_limit.update(response.headers)
-            if response.status_code < 400:
-                return response
-            delay = policy.delay_after_status(attempt, response.status_code, response.headers, idempotent)
+            delay = calls.after_response(response.status_code, response.headers, partial(_body, response))
             if delay is None:
-                raise VoucherifyApiError.from_body(response.status_code, _body(response), operation=operation)
-            self.log.warning("Voucherify %s: HTTP %d; retry %d in %.1fs", operation, response.status_code,
-                             attempt, delay)
+                return response
             response.close()
             self._sleep(delay)
 
@@ -264,9 +254,7 @@ class VoucherifyHook(BaseHook):
     def get_export(self, export_id: str) -> dict[str, Any]:
         """Fetch an export; its download token is registered with the secrets masker."""
         export = self._send(ep.get_export(export_id))
-        for url in export_urls(export):
-            for secret in url_secrets(url):
-                mask_secret(secret)
+        mask_export_tokens(export)
         return export
 
     def get_export_status(self, export_id: str) -> ExportStatus:
