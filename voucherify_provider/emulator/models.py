@@ -148,7 +148,8 @@ class Backend:
                 created_monotonic=time.monotonic(), created_at_ms=now_ms(), fails=fails,
             )
             self.exports[record.id] = record
-            return self.export_json(record, base_url="")
+            # The create call always answers SCHEDULED (spec: ExportScheduledBase), whatever the delays.
+            return {**self.export_json(record, base_url=""), "status": "SCHEDULED", "result": None}
 
     def _export(self, export_id: str) -> ExportRecord:
         record = self.exports.get(export_id)

@@ -13,6 +13,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from voucherify_provider.emulator.faults import FaultInjector, RateLimiter
 from voucherify_provider.emulator.models import ApiFailure, Backend, invalid_payload
 
+# The exact body the documentation shows for a bad key or download token.
+UNAUTHORIZED = {"code": 401, "message": "Unauthorized", "key": "unauthorized"}
+
 
 def _error(status: int, key: str, message: str, details: str | None = None, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"code": status, "key": key, "message": message}
@@ -66,8 +69,7 @@ def create_app(backend: Backend) -> FastAPI:
             if (request.headers.get("x-app-id") != backend.config.app_id
                     or request.headers.get("x-app-token") != backend.config.app_token):
                 status = 401
-                return JSONResponse({"code": 401, "message": "Unauthorized", "key": "unauthorized"}, 401,
-                                    headers=headers)
+                return JSONResponse(UNAUTHORIZED, 401, headers=headers)
             if not allowed:
                 status = 429
                 return JSONResponse({"code": 429, "message": "Too many requests hit the API too quickly."}, 429,
@@ -135,7 +137,10 @@ def create_app(backend: Backend) -> FastAPI:
             return await serve(request, "get_export", lambda _: backend.get_export(export_id, base(request)))
 
         def download(fault: Any) -> Response:
-            record = backend.authorize_download(export_id, token)
+            try:
+                record = backend.authorize_download(export_id, token)
+            except ApiFailure:
+                return JSONResponse(UNAUTHORIZED, 401)
             part = _int_param(request, "part", 0, 0, 1_000_000)
             if part >= backend.part_count(record):
                 raise ApiFailure(404, "not_found", "Resource not found", f"Export {export_id} has no part {part}")
