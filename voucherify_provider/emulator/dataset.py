@@ -8,6 +8,7 @@ exactly on it, so window-boundary handling is always exercised.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,21 +51,25 @@ def _mix(*parts: int) -> int:
 
 
 _SALT = {name: i + 1 for i, name in enumerate(SIZES)}
-_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def _tag(h: int, n: int = 6) -> str:
-    out = []
-    for _ in range(n):
-        h, r = divmod(h, 36)
-        out.append(_B36[r])
-    return "".join(out)
+    """``n`` lowercase hex characters of a hash (ids look random but are reproducible)."""
+    return f"{h:016x}"[:n]
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(day: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
 
 
 def iso_ms(ms: int) -> str:
     """UTC ISO 8601 with milliseconds, as Voucherify writes timestamps."""
-    dt = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    day, rest = divmod(ms, DAY_MS)
+    seconds, millis = divmod(rest, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    return f"{_day(day)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
 def to_ms(dt: datetime) -> int:
@@ -81,9 +86,13 @@ class Dataset:
     start_ms: int
     end_ms: int
 
+    @functools.cached_property
+    def _counts(self) -> dict[str, int]:
+        return {obj: max(1, round(self.scale * share)) if self.scale > 0 else 0 for obj, share in SIZES.items()}
+
     def count(self, obj: str) -> int:
         """Number of records of an object."""
-        return max(1, round(self.scale * SIZES[obj])) if self.scale > 0 else 0
+        return self._counts[obj]
 
     # -- time and identity --------------------------------------------------------------------------
 
