@@ -24,9 +24,6 @@ def spec(name: str) -> dict[str, Any]:
     2. The 400 answer of ``POST /v1/exports`` is ``oneOf`` invalid_payload / invalid_export_fields, two
        schemas with no required keys or enums: every error body matches both, so ``oneOf`` rejects even
        the spec's own examples. Read as ``anyOf``.
-    3. ``ExportScheduledBase.user_id`` is a required non-nullable string, yet the same spec's ``ExportBase``
-    makes it nullable, every official example returns ``"user_id": null`` for API-channel exports, and
-    API_NOTES says it is set only for the WEBSITE channel. We follow the examples.
     """
     data = json.loads((SPEC_DIR / f"{name}.json").read_text())
     relaxed = copy.deepcopy(data)
@@ -39,9 +36,6 @@ def spec(name: str) -> dict[str, Any]:
         bad_request = operation.get("responses", {}).get("400", {}).get("content", {}).get("application/json")
         if bad_request and "oneOf" in bad_request["schema"]:
             bad_request["schema"]["anyOf"] = bad_request["schema"].pop("oneOf")
-    scheduled = schemas.get("ExportScheduledBase")
-    if scheduled:
-        scheduled["properties"]["user_id"]["nullable"] = True
     return relaxed
 
 

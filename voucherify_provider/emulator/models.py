@@ -148,8 +148,9 @@ class Backend:
                 created_monotonic=time.monotonic(), created_at_ms=now_ms(), fails=fails,
             )
             self.exports[record.id] = record
-            # The create call always answers SCHEDULED (spec: ExportScheduledBase), whatever the delays.
-            return {**self.export_json(record, base_url=""), "status": "SCHEDULED", "result": None}
+            # The create answer is an ExportScheduledBase: always SCHEDULED, and ``user_id`` a required
+            # non-null string (GET answers null for API-channel exports, as every official example shows).
+            return {**self.export_json(record, base_url=""), "status": "SCHEDULED", "result": None, "user_id": ""}
 
     def _export(self, export_id: str) -> ExportRecord:
         record = self.exports.get(export_id)
@@ -160,8 +161,8 @@ class Backend:
     def export_json(self, record: ExportRecord, base_url: str) -> dict[str, Any]:
         """The export object as the API returns it (``result`` holds the file URLs once DONE)."""
         status = record.status(self.config, time.monotonic())
+        # Echo what was asked: documented defaults (``code`` for publications) are outside the spec's enums.
         params = dict(record.parameters)
-        params.setdefault("fields", list(catalog.OBJECTS[record.exported_object].default_fields))
         result: dict[str, Any] | None = None
         if status == "DONE":
             token = self._current_token(record)
