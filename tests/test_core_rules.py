@@ -89,3 +89,24 @@ def test_rate_limit_pacing():
     assert state.pause_before_next(now=2_000_000_000) == pytest.approx(60 / 6)
     state.update({"X-Rate-Limit-Remaining": "0"}, now=2_000_000_000)
     assert state.pause_before_next(now=2_000_000_000) == pytest.approx(60)
+
+
+def test_error_mapping_and_messages():
+    from voucherify_provider.errors import (
+        VoucherifyApiError,
+        VoucherifyAuthError,
+        VoucherifyNotFoundError,
+        VoucherifyRateLimitError,
+    )
+
+    forbidden = VoucherifyApiError.from_body(403, {"code": 403, "message": "Forbidden"}, operation="get_export")
+    assert isinstance(forbidden, VoucherifyAuthError) and "cluster" in str(forbidden)
+    assert isinstance(VoucherifyApiError.from_body(404, {"code": 404, "message": "x"}), VoucherifyNotFoundError)
+    assert isinstance(VoucherifyApiError.from_body(429, {"code": 429, "message": "x"}), VoucherifyRateLimitError)
+    html = VoucherifyApiError.from_body(502, "<html>Bad gateway</html>", operation="get_export")
+    assert str(html) == "Voucherify get_export failed: 502: <html>Bad gateway</html>"
+    full = VoucherifyApiError.from_body(
+        400, {"code": 400, "key": "invalid_export_fields", "message": "Invalid Export",
+              "details": "Unsupported field used.", "request_id": "v-0afdb603910a1a14e0"})
+    assert str(full) == "400 invalid_export_fields: Invalid Export: Unsupported field used. (request v-0afdb603910a1a14e0)"
+    assert full.details == "Unsupported field used." and full.request_id == "v-0afdb603910a1a14e0"
