@@ -108,5 +108,6 @@ def test_error_mapping_and_messages():
     full = VoucherifyApiError.from_body(
         400, {"code": 400, "key": "invalid_export_fields", "message": "Invalid Export",
               "details": "Unsupported field used.", "request_id": "v-0afdb603910a1a14e0"})
-    assert str(full) == "400 invalid_export_fields: Invalid Export: Unsupported field used. (request v-0afdb603910a1a14e0)"
+    assert str(full) == ("400 invalid_export_fields: Invalid Export: Unsupported field used. "
+                         "(request v-0afdb603910a1a14e0)")
     assert full.details == "Unsupported field used." and full.request_id == "v-0afdb603910a1a14e0"
