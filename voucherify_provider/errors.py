@@ -116,3 +116,25 @@ class VoucherifyTransportError(VoucherifyApiError):
 
 class VoucherifyDownloadError(VoucherifyError):
     """An export file could not be downloaded whole (truncated, interrupted, export not DONE)."""
+
+
+class VoucherifyExportFailedError(VoucherifyError):
+    """The export ended in ERROR (Voucherify says no more); only a fresh export can recover."""
+
+    def __init__(self, export_id: str, hint: str = "") -> None:
+        self.export_id = export_id
+        super().__init__(
+            f"Export {export_id} ended in ERROR (Voucherify gives no reason). Only a new export can recover: "
+            "retry the task that creates it" + (f"; {hint}" if hint else ".")
+        )
+
+
+class VoucherifyExportTimeoutError(VoucherifyError):
+    """The export did not finish in time."""
+
+    def __init__(self, export_id: str, waited: float, last_status: str) -> None:
+        self.export_id, self.waited, self.last_status = export_id, waited, last_status
+        super().__init__(
+            f"Export {export_id} was still {last_status} after waiting {waited:.0f}s; raise the timeout if "
+            "exports of this size take longer, or check Voucherify's status page."
+        )

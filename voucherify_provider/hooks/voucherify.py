@@ -20,6 +20,8 @@ from voucherify_provider.errors import (
     VoucherifyApiError,
     VoucherifyDownloadError,
     VoucherifyError,
+    VoucherifyExportFailedError,
+    VoucherifyExportTimeoutError,
     VoucherifyNotFoundError,
 )
 from voucherify_provider.hooks import _endpoints as ep
@@ -261,6 +263,30 @@ class VoucherifyHook(BaseHook):
         """Current status of an export."""
         return ExportStatus(self.get_export(export_id)["status"])
 
+    def wait_for_export(self, export_id: str, *, timeout: float = 3600, poll_interval: float = 5.0,
+                        max_poll_interval: float = 120.0) -> dict[str, Any]:
+        """Poll until the export is DONE (returned) or ERROR (raised), growing the interval between polls.
+
+        Raises :class:`VoucherifyExportFailedError` on ERROR and :class:`VoucherifyExportTimeoutError`
+        (with the last status) when ``timeout`` seconds pass first.
+        """
+        from voucherify_provider.triggers.export import next_interval
+
+        started, interval = time.monotonic(), poll_interval
+        while True:
+            export = self.get_export(export_id)
+            status = export.get("status")
+            if status == ExportStatus.DONE:
+                return export
+            if status == ExportStatus.ERROR:
+                raise VoucherifyExportFailedError(export_id)
+            waited = time.monotonic() - started
+            if waited + interval > timeout:
+                raise VoucherifyExportTimeoutError(export_id, waited, str(status))
+            self.log.info("Export %s is %s; next check in %.0fs", export_id, status, interval)
+            self._sleep(interval)
+            interval = next_interval(interval, max_poll_interval)
+
     def delete_export(self, export_id: str, *, missing_ok: bool = False) -> None:
         """Delete an export (``DELETE /v1/exports/{id}``)."""
         try:
@@ -343,6 +369,32 @@ class VoucherifyHook(BaseHook):
                 )
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def read_export_dataframe(self, export_id: str, window: Any = None) -> Any:
+        """A DONE export as a pandas DataFrame with pyarrow-backed dtypes, typed like the Parquet landing.
+
+        Streams and types the file(s) with the same parser as VoucherifyDownloadToWarehouseOperator; pass a
+        :class:`voucherify_provider.window.Window` to keep only the rows created in it.
+        """
+        import pandas as pd
+        import pyarrow as pa
+
+        from voucherify_provider import catalog
+        from voucherify_provider.landing.stream import IterStream
+        from voucherify_provider.landing.typed_csv import TypedCsvReader
+
+        parts = self.download_export(export_id)
+        export = self.get_export(export_id)
+        obj = catalog.get_object(export["exported_object"])
+        fields = list((export.get("parameters") or {}).get("fields") or obj.default_fields)
+        batches: list[Any] = []
+        schema: Any = None
+        for part in parts:
+            reader = TypedCsvReader(obj, fields, window=window, label=f"Export {export_id}")
+            schema = reader.schema
+            batches.extend(reader.batches(IterStream(part.iter_bytes())))
+        table = pa.Table.from_batches(batches, schema=schema)
+        return table.to_pandas(types_mapper=pd.ArrowDtype)
 
     # -- orders -------------------------------------------------------------------------------------
 

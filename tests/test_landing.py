@@ -1,0 +1,155 @@
+"""The CSV parser and the Parquet writer on crafted files: types, errors, windows, atomic commits."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from voucherify_provider import catalog
+from voucherify_provider.landing.stream import IterStream
+from voucherify_provider.landing.typed_csv import BadExportFileError, RejectedRows, TypedCsvReader, arrow_schema
+from voucherify_provider.landing.writer import MANIFEST, PartitionWriter
+from voucherify_provider.window import Window
+
+UTC = timezone.utc
+REDEMPTION = catalog.get_object("redemption")
+FIELDS = ["id", "date", "order_amount", "loyalty_points", "result", "metadata"]
+HEADER = b"ID,Date,Order Amount,Loyalty Points,Result,Metadata\r\n"
+
+
+def parse(data: bytes, fields=FIELDS, window=None, rejected=None, chunk=7):
+    chunks = iter([data[i : i + chunk] for i in range(0, len(data), chunk)])  # splits inside quoted values too
+    reader = TypedCsvReader(REDEMPTION, fields, window=window, rejected=rejected)
+    batches = list(reader.batches(IterStream(chunks)))
+    return pa.Table.from_batches(batches, schema=reader.schema), reader.stats
+
+
+def test_types_and_awkward_values():
+    data = HEADER + (
+        b'r_1,2024-01-01T00:00:00.000Z,2000,12,"SUC\r\nCESS","{""note"": ""a,b\\nc""}"\r\n'
+        b"r_2,2024-01-01T10:11:12.345Z,2000.50,,FAILURE,\r\n"
+        b"r_3,2024-01-01T23:59:59.999Z,-0.01,0,SUCCESS,{}\r\n"
+    )
+    table, stats = parse(data)
+    assert table.schema.field("date").type == pa.timestamp("ms", tz="UTC")
+    assert table.schema.field("order_amount").type == pa.decimal128(20, 2)
+    assert table.column("order_amount").to_pylist() == [Decimal("2000.00"), Decimal("2000.50"), Decimal("-0.01")]
+    assert table.column("loyalty_points").to_pylist() == [12, None, 0]
+    assert json.loads(table.column("metadata")[0].as_py()) == {"note": "a,b\nc"}
+    assert table.column("result")[0].as_py() == "SUC\r\nCESS"  # a quoted line break stays in its value
+    assert table.column("metadata")[1].as_py() is None
+    assert stats.rows == 3
+
+
+def test_boolean_date_and_non_ascii():
+    obj = catalog.get_object("customer")
+    data = "Name,Birthdate,Loyalty Points\r\nZoë Ñúñez,1990-02-03,5\r\n李,,\r\n".encode()
+    reader = TypedCsvReader(obj, ["name", "birthdate", "loyalty_points"])
+    table = pa.Table.from_batches(list(reader.batches(IterStream(iter([data])))), schema=reader.schema)
+    assert table.column("name").to_pylist() == ["Zoë Ñúñez", "李"]
+    assert str(table.column("birthdate")[0].as_py()) == "1990-02-03"
+
+
+def test_bad_value_names_row_column_and_value():
+    data = HEADER + b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\nr_2,2024-01-01T00:00:00.000Z,12.3.4,1,SUCCESS,{}\r\n"
+    with pytest.raises(BadExportFileError, match=r"row 2, column 'order_amount' \(money\): cannot read '12.3.4'"):
+        parse(data)
+
+
+def test_bad_values_can_be_rejected_instead():
+    data = HEADER + (b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\n"
+                     b"r_2,yesterday,12,1,SUCCESS,{}\r\n"
+                     b"r_3,2024-01-01T00:00:00.000Z,12,many,SUCCESS,{}\r\n")
+    rejected = RejectedRows(FIELDS)
+    table, stats = parse(data, rejected=rejected)
+    assert table.column("id").to_pylist() == ["r_1"]
+    assert [r[0] for r in rejected.rows] == ["r_2", "r_3"] and stats.rejected == 2
+    assert "cannot read 'yesterday' as timestamp" in rejected.reasons[0]
+
+
+def test_wrong_column_count_is_explained():
+    with pytest.raises(BadExportFileError, match="has 7 columns but the export has 6 fields"):
+        parse(HEADER + b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{},extra\r\n")
+    with pytest.raises(BadExportFileError, match="columns but the export has 6 fields"):
+        parse(b"ID,Date\r\nr_1,2024-01-01T00:00:00.000Z\r\n")
+
+
+def test_invalid_utf8_is_explained():
+    with pytest.raises(BadExportFileError, match="not valid UTF-8"):
+        parse(HEADER + b"r_\xff,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\n")
+
+
+def test_header_only_and_empty_files():
+    table, stats = parse(HEADER)
+    assert table.num_rows == 0 and table.schema == arrow_schema(REDEMPTION, FIELDS)
+    with pytest.raises(BadExportFileError, match="empty: not even a header row"):
+        parse(b"")
+
+
+def test_window_keeps_half_open_interval():
+    window = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
+    data = HEADER + (b"a,2023-12-31T23:59:59.999Z,1,1,SUCCESS,\r\n"
+                     b"b,2024-01-01T00:00:00.000Z,1,1,SUCCESS,\r\n"
+                     b"c,2024-01-01T23:59:59.999Z,1,1,SUCCESS,\r\n"
+                     b"d,2024-01-02T00:00:00.000Z,1,1,SUCCESS,\r\n")
+    table, stats = parse(data, window=window)
+    assert table.column("id").to_pylist() == ["b", "c"] and stats.outside_window == 2
+
+
+def test_writer_commits_atomically_and_replaces(tmp_path):
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    partition = ObjectStoragePath(str(tmp_path / "redemption" / "window_start=20240101T000000Z"))
+    partition.mkdir(parents=True, exist_ok=True)
+    batch = pa.RecordBatch.from_pylist([{"id": "r_1", "result": "SUCCESS"}], schema=schema)
+
+    first = PartitionWriter(partition, schema, metadata={"voucherify.export_id": "exp_1"})
+    part = first.part("part-exp_1.parquet")
+    part.write(batch)
+    first.add(part.close())
+    manifest = first.commit({"export_id": "exp_1"})
+    assert manifest["rows"] == 1 and manifest["files"][0]["path"] == "part-exp_1.parquet"
+    assert len(manifest["files"][0]["sha256"]) == 64
+
+    import hashlib
+
+    data = (tmp_path / "redemption" / "window_start=20240101T000000Z" / "part-exp_1.parquet").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == manifest["files"][0]["sha256"]
+    assert pq.read_schema(str(partition / "part-exp_1.parquet")).metadata[b"voucherify.export_id"] == b"exp_1"
+
+    second = PartitionWriter(partition, schema, metadata={})
+    for name in ("part-exp_2-0000.parquet", "part-exp_2-0001.parquet"):
+        writer = second.part(name)
+        writer.write(batch)
+        second.add(writer.close())
+    second.commit({"export_id": "exp_2"})
+    names = sorted(p.name for p in partition.iterdir())
+    assert names == [MANIFEST, "part-exp_2-0000.parquet", "part-exp_2-0001.parquet"]
+    assert ds.dataset(str(tmp_path / "redemption"), partitioning="hive").to_table().num_rows == 2
+
+
+def test_aborted_write_leaves_previous_data(tmp_path):
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    partition = ObjectStoragePath(str(tmp_path / "p"))
+    partition.mkdir(parents=True, exist_ok=True)
+    batch = pa.RecordBatch.from_pylist([{"id": "r_1"}], schema=schema)
+    good = PartitionWriter(partition, schema, metadata={})
+    writer = good.part("part-a.parquet")
+    writer.write(batch)
+    good.add(writer.close())
+    good.commit({})
+    failing = PartitionWriter(partition, schema, metadata={})
+    done = failing.part("part-b.parquet")
+    done.write(batch)
+    failing.add(done.close())
+    half = failing.part("part-c.parquet")
+    half.write(batch)
+    half.abort()
+    failing.abort()
+    assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-a.parquet"]

@@ -1,0 +1,201 @@
+"""VoucherifyCreateExportOperator: start an export for one object and window, optionally wait for it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from voucherify_provider import DEFAULT_CONN_ID, catalog
+from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
+from voucherify_provider.hooks._endpoints import export_parameters
+from voucherify_provider.operators._common import conf_default_deferrable, is_templated, raise_for_event
+from voucherify_provider.window import Window, merge_filters
+
+try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
+    from airflow.sdk import ResumableJobMixin
+except ImportError:  # pragma: no cover - older 3.x: the stand-in simply creates a new export per try
+    from airflow.providers.common.compat.sdk import ResumableJobMixin
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from voucherify_provider.hooks.voucherify import VoucherifyHook
+
+ACTIVE = ("SCHEDULED", "IN_PROGRESS")
+
+
+class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
+    """Create a Voucherify export and return its id (XCom).
+
+    Windowed objects export the records created in ``[window_start, window_end)``, by default the run's
+    data interval; every record lands in exactly one of consecutive windows whatever the API's bound
+    rules (see ``voucherify_provider.window``), and the creation column is always exported so the
+    landing step can place each row. Everything is validated before any API call.
+
+    :param exported_object: one of voucher, redemption, publication, customer, order, points_expiration,
+        voucher_transactions.
+    :param fields: field keys to export (default: the object's documented defaults).
+    :param order: sort order, e.g. ``-created_at``.
+    :param filters: Voucherify filters, merged with the window (``and``).
+    :param window_start: window start (aware datetime or ISO string); default ``data_interval_start``.
+    :param window_end: window end; default ``data_interval_end``.
+    :param windowed: export a created_at window (default: when the object supports it) or a full snapshot.
+    :param wait_for_completion: wait until the export is DONE; an ERROR export fails the task so that a
+        retry starts a fresh export.
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param voucherify_conn_id: the ``voucherify`` connection.
+    """
+
+    template_fields: Sequence[str] = (
+        "exported_object", "fields", "order", "filters", "window_start", "window_end", "voucherify_conn_id",
+    )
+    template_fields_renderers = {"filters": "json", "fields": "json"}
+    ui_color = "#ffe5cc"
+    external_id_key = "voucherify_export_id"
+
+    def __init__(
+        self,
+        *,
+        exported_object: str,
+        fields: Sequence[str] | None = None,
+        order: str | None = None,
+        filters: dict[str, Any] | None = None,
+        window_start: datetime | str | None = None,
+        window_end: datetime | str | None = None,
+        windowed: bool | None = None,
+        wait_for_completion: bool = False,
+        deferrable: bool = conf_default_deferrable(),
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 120.0,
+        wait_timeout: float = 6 * 3600,
+        voucherify_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.exported_object = exported_object
+        self.fields = list(fields) if isinstance(fields, (list, tuple)) else fields
+        self.order = order
+        self.filters = filters
+        self.window_start = window_start
+        self.window_end = window_end
+        self.windowed = windowed
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.wait_timeout = wait_timeout
+        self.voucherify_conn_id = voucherify_conn_id
+        if not any(is_templated(v) for v in (exported_object, fields, order, filters)):
+            # Fail at DAG-parse time when nothing is left to template.
+            self._plan(window=None, check_only=True)
+
+    @cached_property
+    def hook(self) -> VoucherifyHook:
+        """The sync hook for this task's connection."""
+        from voucherify_provider.hooks.voucherify import VoucherifyHook
+
+        return VoucherifyHook(self.voucherify_conn_id)
+
+    # -- validation -----------------------------------------------------------------------------------
+
+    def _plan(self, window: Window | None, check_only: bool = False) -> dict[str, Any]:
+        """Validated request arguments; raises VoucherifyConfigError / CatalogError naming the problem."""
+        obj = catalog.get_object(self.exported_object)
+        windowed = obj.windowable if self.windowed is None else self.windowed
+        if windowed and not obj.windowable:
+            raise VoucherifyConfigError(
+                f"{obj.name} cannot be exported in created_at windows (the API offers no such filter); "
+                "set windowed=False to export a full snapshot."
+            )
+        if not windowed and (self.window_start is not None or self.window_end is not None) and not check_only:
+            raise VoucherifyConfigError(
+                f"window_start/window_end were given but this {obj.name} export is a snapshot "
+                f"({'the object cannot be windowed' if not obj.windowable else 'windowed=False'})."
+            )
+        fields = list(self.fields) if self.fields is not None else list(obj.default_fields)
+        if windowed and obj.created_field and obj.created_field not in fields:
+            fields.append(obj.created_field)  # the landing step places every row by it
+        filters = merge_filters(self.filters, window if windowed else None)
+        export_parameters(obj, fields, self.order, filters)  # same checks as the hook, before any call
+        return {"exported_object": obj.name, "fields": fields, "order": self.order, "filters": filters,
+                "windowed": windowed}
+
+    def _window(self, context: Context) -> Window:
+        start = self.window_start if self.window_start is not None else context.get("data_interval_start")
+        end = self.window_end if self.window_end is not None else context.get("data_interval_end")
+        return Window.of(start, end)
+
+    def plan(self, context: Context) -> dict[str, Any]:
+        """The export request this run makes (validated), failing the task without retries if invalid."""
+        try:
+            obj = catalog.get_object(self.exported_object)
+            windowed = obj.windowable if self.windowed is None else self.windowed
+            window = self._window(context) if windowed and obj.windowable else None
+            return self._plan(window)
+        except (VoucherifyConfigError, catalog.CatalogError) as err:
+            raise AirflowFailException(str(err)) from None
+
+    # -- ResumableJobMixin ----------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> str:
+        """Create (or, after a crash, reconnect to) the export; return its id."""
+        self.plan(context)  # validate before anything else, retries or not
+        return str(self.execute_resumable(context))
+
+    def submit_job(self, context: Context) -> str:
+        """Create the export."""
+        request = self.plan(context)
+        export = self.hook.create_export(request["exported_object"], request["fields"], request["order"],
+                                         request["filters"])
+        self.log.info("Created export %s of %s (fields: %s)", export["id"], request["exported_object"],
+                      ", ".join(request["fields"]))
+        return str(export["id"])
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        """Status of a previously created export ("MISSING" when it no longer exists)."""
+        try:
+            return str(self.hook.get_export(str(external_id))["status"])
+        except VoucherifyNotFoundError:
+            return "MISSING"
+
+    def is_job_active(self, status: str) -> bool:
+        """SCHEDULED and IN_PROGRESS exports can be reconnected to."""
+        return status in ACTIVE
+
+    def is_job_succeeded(self, status: str) -> bool:
+        """A DONE export needs no new one."""
+        return status == "DONE"
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> str:  # type: ignore[override]
+        """Wait for the export when asked to (sync or deferred); return its id.
+
+        Returning the id matters: on a reconnect after a crash the mixin returns this method's result.
+        """
+        export_id = str(external_id)
+        if not self.wait_for_completion:
+            return export_id
+        if self.deferrable:
+            from voucherify_provider.triggers.export import VoucherifyExportTrigger
+
+            self.defer(
+                trigger=VoucherifyExportTrigger(export_id, self.voucherify_conn_id, time.time() + self.wait_timeout,
+                                                self.poll_interval, self.max_poll_interval),
+                method_name="execute_complete",
+            )
+        self.hook.wait_for_export(export_id, timeout=self.wait_timeout, poll_interval=self.poll_interval,
+                                  max_poll_interval=self.max_poll_interval)
+        return export_id
+
+    def get_job_result(self, external_id: Any, context: Context) -> str:
+        """The export id is the result."""
+        return str(external_id)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        """Turn the trigger's event into the export id or an exception (retries create a fresh export)."""
+        return raise_for_event(event, retryable_error=True)

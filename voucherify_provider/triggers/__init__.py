@@ -1,0 +1,5 @@
+"""Triggers of the Voucherify provider."""
+
+from voucherify_provider.triggers.export import VoucherifyExportTrigger
+
+__all__ = ["VoucherifyExportTrigger"]

@@ -1,0 +1,89 @@
+"""VoucherifyExportTrigger: waits in the triggerer until an export is DONE, one event per outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from voucherify_provider.errors import VoucherifyApiError, VoucherifyAuthError, VoucherifyNotFoundError
+
+# Event statuses: every outcome the waiting task must tell apart.
+SUCCESS, EXPORT_ERROR, NOT_FOUND, TIMEOUT, FAILED = "success", "export_error", "not_found", "timeout", "failed"
+
+
+def next_interval(current: float, cap: float) -> float:
+    """Poll interval growth: from a few seconds towards ``cap``, so long exports cost few calls."""
+    return min(cap, max(current * 1.5, current + 1.0))
+
+
+class VoucherifyExportTrigger(BaseTrigger):
+    """Poll an export with the async hook until it leaves SCHEDULED/IN_PROGRESS or time runs out.
+
+    :param export_id: the export to wait for.
+    :param voucherify_conn_id: connection to use.
+    :param end_time: ``time.time()`` after which to give up (event ``timeout``).
+    :param poll_interval: first wait between polls; grows towards ``max_poll_interval``.
+    """
+
+    def __init__(self, export_id: str, voucherify_conn_id: str, end_time: float, poll_interval: float = 5.0,
+                 max_poll_interval: float = 120.0) -> None:
+        super().__init__()
+        self.export_id = export_id
+        self.voucherify_conn_id = voucherify_conn_id
+        self.end_time = end_time
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and arguments (no secrets: the triggerer reads the connection itself)."""
+        return (
+            "voucherify_provider.triggers.export.VoucherifyExportTrigger",
+            {"export_id": self.export_id, "voucherify_conn_id": self.voucherify_conn_id,
+             "end_time": self.end_time, "poll_interval": self.poll_interval,
+             "max_poll_interval": self.max_poll_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until an outcome, then emit exactly one event."""
+        from voucherify_provider.hooks.voucherify_async import VoucherifyAsyncHook
+
+        hook = VoucherifyAsyncHook(self.voucherify_conn_id)
+        interval, status, polls = self.poll_interval, "UNKNOWN", 0
+        while True:
+            try:
+                polls += 1
+                status = (await hook.get_export_status(self.export_id)).value
+            except VoucherifyNotFoundError:
+                yield self._event(NOT_FOUND, status, polls, f"Export {self.export_id} does not exist (deleted, "
+                                  "or created with another connection).")
+                return
+            except VoucherifyAuthError as err:
+                yield self._event(FAILED, status, polls, str(err))
+                return
+            except VoucherifyApiError as err:
+                if err.status is not None and err.status < 500 and err.status != 429:
+                    yield self._event(FAILED, status, polls, str(err))
+                    return
+                # Transient after the hook's own retries (5xx, 429, network): keep waiting, back off.
+                self.log.warning("Export %s: transient error while polling (%s); still waiting", self.export_id, err)
+            else:
+                if status == "DONE":
+                    yield self._event(SUCCESS, status, polls, f"Export {self.export_id} is DONE.")
+                    return
+                if status == "ERROR":
+                    yield self._event(EXPORT_ERROR, status, polls, f"Export {self.export_id} ended in ERROR.")
+                    return
+            if time.time() + interval > self.end_time:
+                yield self._event(TIMEOUT, status, polls, f"Export {self.export_id} still {status} when the wait "
+                                  "ran out.")
+                return
+            await asyncio.sleep(interval)
+            interval = next_interval(interval, self.max_poll_interval)
+
+    def _event(self, outcome: str, status: str, polls: int, message: str) -> TriggerEvent:
+        return TriggerEvent({"status": outcome, "export_id": self.export_id, "export_status": status,
+                             "polls": polls, "message": message})
