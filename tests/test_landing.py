@@ -58,7 +58,8 @@ def test_boolean_date_and_non_ascii():
 
 
 def test_bad_value_names_row_column_and_value():
-    data = HEADER + b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\nr_2,2024-01-01T00:00:00.000Z,12.3.4,1,SUCCESS,{}\r\n"
+    data = HEADER + (b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\n"
+                     b"r_2,2024-01-01T00:00:00.000Z,12.3.4,1,SUCCESS,{}\r\n")
     with pytest.raises(BadExportFileError, match=r"row 2, column 'order_amount' \(money\): cannot read '12.3.4'"):
         parse(data)
 
@@ -88,6 +89,7 @@ def test_invalid_utf8_is_explained():
 
 def test_header_only_and_empty_files():
     table, stats = parse(HEADER)
+    assert stats.rows == 0
     assert table.num_rows == 0 and table.schema == arrow_schema(REDEMPTION, FIELDS)
     with pytest.raises(BadExportFileError, match="empty: not even a header row"):
         parse(b"")
