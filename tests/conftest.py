@@ -8,8 +8,13 @@ from pathlib import Path
 
 # Airflow reads AIRFLOW_HOME on first import: keep tests away from ~/airflow.
 _HOME = Path(tempfile.mkdtemp(prefix="vcf-airflow-home-"))
-os.environ.setdefault("AIRFLOW_HOME", str(_HOME))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# dag.test() syncs DAGs from the DAGs folder: test DAG files are written here (see tests/airflow_support.py).
+DAGS_FOLDER = _HOME / "dags"
+DAGS_FOLDER.mkdir()
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
+os.environ.pop("AIRFLOW_CONN_VOUCHERIFY_DEFAULT", None)
 
 import pytest  # noqa: E402
 
@@ -37,6 +42,17 @@ def emu(emulator, monkeypatch):
     yield emulator
     mutable = {k: before[k] for k in EmulatorConfig.MUTABLE_AT_RUNTIME}
     emulator.configure(**mutable)
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated SQLite metadata database in the test AIRFLOW_HOME."""
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
+    return _HOME
 
 
 class Sleeps(list):

@@ -38,7 +38,10 @@ def as_utc(value: datetime | str, name: str) -> datetime:
             f"{name} {value.isoformat()} is naive; pass a timezone-aware datetime (e.g. UTC) so the window "
             "means the same thing on every worker."
         )
-    return value.astimezone(timezone.utc)
+    utc = value.astimezone(timezone.utc)
+    # A plain datetime: Airflow hands pendulum DateTimes whose arithmetic can drop the zone.
+    return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond,
+                    tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)

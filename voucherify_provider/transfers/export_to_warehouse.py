@@ -153,11 +153,10 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                                  row_group_rows=self.row_group_rows)
         ensure_writable(writer.partition)
         try:
-            manifest = self._land(export, obj, fields, window if windowed else None, writer)
+            manifest = self._land(obj, fields, window, windowed, writer)
         except BaseException:
             writer.abort()
             raise
-        manifest.update(window_start=window.start.isoformat(), window_end=window.end.isoformat())
         self.log.info("Landed %s rows of %s in %s (%d file(s))", manifest["rows"], obj.name, writer.partition,
                       len(manifest["files"]))
         self._emit_asset_event(context, obj.name, writer.partition, manifest)
@@ -193,7 +192,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             )
         return True
 
-    def _land(self, export: dict[str, Any], obj: catalog.ExportedObject, fields: list[str], window: Window | None,
+    def _land(self, obj: catalog.ExportedObject, fields: list[str], window: Window, windowed: bool,
               writer: PartitionWriter) -> dict[str, Any]:
         from voucherify_provider.landing.typed_csv import ParseStats, RejectedRows
 
@@ -204,14 +203,16 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         for part in parts:
             suffix = f"-{part.index:04d}" if part.count > 1 else ""
             name = f"part-{self.export_id}-{run_token()}{suffix}.parquet"
-            self._land_part(part, name, obj, fields, window, writer, rejected, totals, progress)
+            self._land_part(part, name, obj, fields, window if windowed else None, writer, rejected, totals,
+                            progress)
         if rejected is not None and rejected.rows:
             writer.write_side_file(f"rejected-{self.export_id}.csv", _rejected_csv(rejected))
             self.log.warning("%d row(s) could not be typed; see rejected-%s.csv", len(rejected.rows), self.export_id)
         schema = [{"name": f.name, "type": str(f.type), "voucherify_type": f.metadata[b"voucherify_type"].decode()}
                   for f in writer.schema]
         return writer.commit({
-            "export_id": self.export_id, "exported_object": obj.name, "mode": "window" if window else "snapshot",
+            "export_id": self.export_id, "exported_object": obj.name, "mode": "window" if windowed else "snapshot",
+            "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
             "fields": fields, "schema": schema, "rows_outside_window": totals.outside_window,
             "rows_rejected": totals.rejected, "bytes_downloaded": progress.bytes,
             "written_at": datetime.now(timezone.utc).isoformat(), "provider_version": __version__,
