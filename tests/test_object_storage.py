@@ -1,0 +1,82 @@
+"""Landing on object storage: s3:// through ObjectStoragePath and a connection, against moto's S3 server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pyarrow.dataset as ds
+import pytest
+
+from tests.helpers import wait_done
+from voucherify_provider.emulator.server import free_port
+from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+UTC = timezone.utc
+CTX = {"data_interval_start": datetime(2024, 1, 2, tzinfo=UTC), "data_interval_end": datetime(2024, 1, 3, tzinfo=UTC)}
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(endpoint)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="lake")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch):
+    import s3fs
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
+    return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3_endpoint, use_listings_cache=False)
+
+
+def test_lands_on_s3_and_reruns_replace(emu, hook, s3):
+    def run_once() -> dict:
+        export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="redemption",
+                                                   voucherify_conn_id="voucherify_test").execute(dict(CTX))
+        wait_done(hook, export_id)
+        return VoucherifyDownloadToWarehouseOperator(
+            task_id="l", export_id=export_id, destination="s3://lake/warehouse", destination_conn_id="aws_lake",
+            exported_object="redemption", voucherify_conn_id="voucherify_test").execute(dict(CTX))
+
+    first = run_once()
+    second = run_once()
+    partition = "lake/warehouse/redemption/window_start=20240102T000000Z"
+    names = sorted(p.rsplit("/", 1)[-1] for p in s3.ls(partition))
+    assert names == sorted(["_manifest.json", *[f["path"] for f in second["files"]]])
+    assert first["files"][0]["path"] not in names
+    manifest = json.loads(s3.cat(f"{partition}/_manifest.json"))
+    assert manifest == json.loads(json.dumps(second))
+    table = ds.dataset("lake/warehouse/redemption", filesystem=s3, format="parquet", partitioning="hive").to_table()
+    truth = emu.ground_truth("redemption", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z", ids=True)
+    assert sorted(table.column("id").to_pylist()) == sorted(truth["ids"])
+    import hashlib
+
+    body = s3.cat(f"{partition}/{second['files'][0]['path']}")
+    assert hashlib.sha256(body).hexdigest() == second["files"][0]["sha256"]
