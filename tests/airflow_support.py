@@ -63,6 +63,16 @@ class DagFile:
                 XComModel.task_id == task_id, XComModel.key == "return_value").first()
             return None if row is None else row[0]
 
+    def asset_events(self, uri: str) -> list[dict[str, Any]]:
+        """Extras of the asset events recorded for an asset URI."""
+        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = session.query(AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id).filter(
+                AssetModel.uri == uri).all()
+            return [dict(row[0] or {}) for row in rows]
+
     def remove(self) -> None:
         """Delete the file so later dag.test() calls do not parse it."""
         self.path.unlink(missing_ok=True)

@@ -159,6 +159,14 @@ def test_chunked_result_lands_as_one_dataset_and_truncation_is_retried(emu, hook
     assert not [p for p in (tmp_path / "redemption").rglob(".tmp-*")]
 
 
+def test_progress_is_logged(emu, hook, tmp_path, capsys):
+    export_id = _done_export(emu, hook)
+    land(tmp_path, export_id, progress_every_seconds=0).execute(context())
+    logged = capsys.readouterr().out  # Airflow's structlog writes task logs to stdout outside a task runner
+    assert "MB downloaded" in logged and "MB/s" in logged
+    assert "token=" not in logged.replace("token=***", "")
+
+
 def test_empty_window_lands_an_empty_file_with_the_schema(emu, hook, tmp_path):
     empty = {"window_start": datetime(2025, 6, 1, tzinfo=UTC), "window_end": datetime(2025, 6, 2, tzinfo=UTC)}
     export_id = _done_export(emu, hook, fields=["id", "order_amount"], **empty)

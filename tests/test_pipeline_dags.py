@@ -58,6 +58,9 @@ def test_poke_pipeline_lands_the_window_typed(dag_file, emu, tmp_path):
     assert count == truth["count"] and minimum == jan2  # the midnight record belongs to this window
     xcom = dag.xcom(run, "land")
     assert xcom["rows"] == truth["count"] and emu.config.app_token not in json.dumps(xcom)
+    events = dag.asset_events(f"file://{tmp_path}/redemption")
+    assert events and events[-1]["rows"] == truth["count"] and events[-1]["partition"].endswith(
+        "window_start=20240102T000000Z")
 
 
 def test_deferrable_create_and_sensor(dag_file, emu, tmp_path):
