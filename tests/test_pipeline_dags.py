@@ -103,3 +103,13 @@ def test_snapshot_of_points_expiration(dag_file, emu, tmp_path):
     manifest = json.loads((tmp_path / "points_expiration" / "window_start=20240102T000000Z" /
                            "_manifest.json").read_text())
     assert manifest["mode"] == "snapshot" and manifest["rows"] == emu.ground_truth("points_expiration")["count"]
+
+
+def test_reschedule_mode_sensor(dag_file, emu, tmp_path):
+    emu.configure(in_progress_seconds=1.0)
+    dag = dag_file(pipeline_dag("publication", tmp_path, sensor=", mode='reschedule'"))
+    run = dag.test(JAN3)
+    assert dag.states(run) == {"create": "success", "wait": "success", "land": "success"}
+    assert emu.requests()["counts"]["get_export"] >= 2  # poked more than once, rescheduled in between
+    truth = emu.ground_truth("publication", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z", ids=True)
+    assert sorted(landed_ids(tmp_path, "publication", "code")) == sorted(truth["ids"])
