@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests
+	$(VENV)/bin/ruff check voucherify_provider tests dags
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests
+	$(VENV)/bin/ruff check voucherify_provider tests dags
 	$(VENV)/bin/mypy
 
 clean:

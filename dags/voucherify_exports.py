@@ -1,0 +1,162 @@
+"""Voucherify → Parquet: one DAG per exported object, generated from the provider's catalog.
+
+Copy this file into your DAGs folder. Deployment settings come from environment variables (read here,
+at parse time, without touching the database), per-run overrides from DAG params (trigger with config in
+the UI), and the destination can also come from the Airflow Variable ``voucherify_destination``:
+
+=============================== ===================================== ========================================
+env variable                    default                               meaning
+=============================== ===================================== ========================================
+VOUCHERIFY_CONN_ID              voucherify_default                    the ``voucherify`` connection
+VOUCHERIFY_DESTINATION          $AIRFLOW_HOME/voucherify-warehouse    base path or URL (s3://..., gs://...)
+VOUCHERIFY_DESTINATION_CONN_ID  (none)                                connection of the destination filesystem
+VOUCHERIFY_OBJECTS              all seven                             comma-separated objects to build DAGs for
+VOUCHERIFY_START_DATE           2024-01-01                            first data interval (UTC)
+VOUCHERIFY_END_DATE             (none)                                last data interval (UTC), optional
+VOUCHERIFY_SCHEDULE             @daily                                cron of the data intervals (UTC)
+VOUCHERIFY_CATCHUP              false                                 schedule missed intervals on unpause
+VOUCHERIFY_MAX_ACTIVE_RUNS      4                                     concurrent runs per DAG
+VOUCHERIFY_POOL                 voucherify_api                        pool bounding concurrent API use
+VOUCHERIFY_LOOKBACK             0                                     also re-export the previous N windows
+VOUCHERIFY_DEFERRABLE           true                                  wait for exports in the triggerer
+=============================== ===================================== ========================================
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+
+from voucherify_provider import catalog
+from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip() or default
+
+
+def _date(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+CONN_ID = _env("VOUCHERIFY_CONN_ID", "voucherify_default")
+DESTINATION = _env("VOUCHERIFY_DESTINATION",
+                   os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "voucherify-warehouse"))
+DESTINATION_CONN_ID = os.environ.get("VOUCHERIFY_DESTINATION_CONN_ID") or None
+OBJECTS = [o.strip() for o in _env("VOUCHERIFY_OBJECTS", ",".join(catalog.OBJECTS)).split(",") if o.strip()]
+START_DATE = _date(_env("VOUCHERIFY_START_DATE", "2024-01-01"))
+END_DATE = _date(os.environ["VOUCHERIFY_END_DATE"]) if os.environ.get("VOUCHERIFY_END_DATE") else None
+SCHEDULE = _env("VOUCHERIFY_SCHEDULE", "@daily")
+CATCHUP = _env("VOUCHERIFY_CATCHUP", "false").lower() in ("1", "true", "yes")
+MAX_ACTIVE_RUNS = int(_env("VOUCHERIFY_MAX_ACTIVE_RUNS", "4"))
+POOL = _env("VOUCHERIFY_POOL", "voucherify_api")
+LOOKBACK = int(_env("VOUCHERIFY_LOOKBACK", "0"))
+DEFERRABLE = _env("VOUCHERIFY_DEFERRABLE", "true").lower() in ("1", "true", "yes")
+
+# Params override per run; an empty destination falls back to the Variable, then to the env default.
+DESTINATION_TEMPLATE = (
+    "{{ params.destination or var.value.get('voucherify_destination', '" + DESTINATION.replace("'", "\\'") + "') }}"
+)
+TASK_DEFAULTS: dict[str, Any] = {"retries": 3, "retry_delay": timedelta(minutes=1), "pool": POOL}
+
+
+def _mode(obj: catalog.ExportedObject) -> str:
+    """Immutable, windowable objects go by created_at window; the others as snapshots of the whole set."""
+    return "window" if obj.windowable and not obj.mutable else "snapshot"
+
+
+def _doc(obj: catalog.ExportedObject, mode: str) -> str:
+    what = (
+        f"the {obj.name} records created in the run's data interval `[data_interval_start, data_interval_end)`"
+        if mode == "window" else
+        f"a full snapshot of every {obj.name} (it {'cannot be windowed' if not obj.windowable else 'changes after creation'})"
+    )
+    return f"""
+### Voucherify `{obj.name}` → Parquet
+
+Exports {what} through Voucherify's export API and lands it as typed, zstd-compressed Parquet:
+
+`<destination>/{obj.name}/window_start=<YYYYMMDDTHHMMSSZ>/part-<export_id>-<run>.parquet` plus
+`_manifest.json` (written last: export id, window, fields, schema, rows, files with sha256).
+
+* **destination**: param `destination`, else Variable `voucherify_destination`, else `{DESTINATION}`
+  (connection `{DESTINATION_CONN_ID or "none"}`); Voucherify connection `{CONN_ID}`; pool `{POOL}`.
+* **Re-running** a run replaces its partition whole (no duplicates, no leftovers).
+* **Lookback**: param `lookback` (default {LOOKBACK}) re-exports the previous N windows too, to pick up
+  late records; each lands in its own partition, idempotently.
+* **Backfill**: `airflow backfill create --dag-id voucherify_{obj.name} --from-date 2024-01-01 --to-date 2024-01-31`
+  (add `--reprocess-behavior completed` to redo landed days). Runs are bounded by `max_active_runs`
+  ({MAX_ACTIVE_RUNS}) and the `{POOL}` pool, so a backfill stays within the plan's rate limit.
+* An export ending in ERROR fails the export task; its retry creates a fresh export.
+"""
+
+
+@task
+def windows(lookback: int, data_interval_start: datetime | None = None,
+            data_interval_end: datetime | None = None) -> list[dict[str, str]]:
+    """The run's window and the ``lookback`` windows before it, oldest first; refuses an empty interval."""
+    if data_interval_start is None or data_interval_end is None or data_interval_end <= data_interval_start:
+        raise ValueError(
+            f"Empty data interval [{data_interval_start}, {data_interval_end}): this DAG needs a timetable with "
+            "real intervals (CronDataIntervalTimetable), not a zero-length cron interval."
+        )
+    step = data_interval_end - data_interval_start
+    return [
+        {"window_start": (data_interval_start - k * step).isoformat(),
+         "window_end": (data_interval_end - k * step).isoformat()}
+        for k in range(int(lookback), -1, -1)
+    ]
+
+
+def _land_kwargs(pair: Any) -> dict[str, Any]:
+    export_id, window = pair
+    return {"export_id": export_id, **window}
+
+
+def build_dag(obj: catalog.ExportedObject) -> DAG:
+    """One DAG landing one exported object."""
+    mode = _mode(obj)
+    fields = list(obj.fields)
+    with DAG(
+        dag_id=f"voucherify_{obj.name}",
+        description=f"Voucherify {obj.name} export → Parquet ({mode})",
+        schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
+        start_date=START_DATE,
+        end_date=END_DATE,
+        catchup=CATCHUP,
+        max_active_runs=MAX_ACTIVE_RUNS,
+        default_args=TASK_DEFAULTS,
+        tags=["voucherify", mode],
+        doc_md=_doc(obj, mode),
+        params={
+            "destination": Param("", type="string", description="Override the destination base path or URL."),
+            "lookback": Param(LOOKBACK, type="integer", minimum=0, maximum=30,
+                              description="Re-export this many previous windows too (window mode only)."),
+        },
+    ) as dag:
+        common: dict[str, Any] = {"exported_object": obj.name, "voucherify_conn_id": CONN_ID}
+        landing: dict[str, Any] = {"destination": DESTINATION_TEMPLATE, "destination_conn_id": DESTINATION_CONN_ID,
+                                   "outlets": [Asset(name=f"voucherify.{obj.name}")], **common}
+        if mode == "window":
+            spans = windows(lookback="{{ params.lookback }}")
+            export = VoucherifyCreateExportOperator.partial(
+                task_id="export", fields=fields, wait_for_completion=True, deferrable=DEFERRABLE, **common,
+            ).expand_kwargs(spans)
+            VoucherifyDownloadToWarehouseOperator.partial(task_id="land", **landing).expand_kwargs(
+                export.output.zip(spans).map(_land_kwargs))
+        else:
+            export_one = VoucherifyCreateExportOperator(
+                task_id="export", fields=fields, windowed=False, wait_for_completion=True, deferrable=DEFERRABLE,
+                **common,
+            )
+            export_one >> VoucherifyDownloadToWarehouseOperator(task_id="land", export_id=export_one.output,
+                                                                **landing)
+    return dag
+
+
+for _name in OBJECTS:
+    globals()[f"voucherify_{_name}"] = build_dag(catalog.get_object(_name))
