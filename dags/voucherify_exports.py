@@ -44,8 +44,8 @@ def _date(text: str) -> datetime:
 
 
 CONN_ID = _env("VOUCHERIFY_CONN_ID", "voucherify_default")
-DESTINATION = _env("VOUCHERIFY_DESTINATION",
-                   os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "voucherify-warehouse"))
+AIRFLOW_HOME = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+DESTINATION = _env("VOUCHERIFY_DESTINATION", os.path.join(AIRFLOW_HOME, "voucherify-warehouse"))
 DESTINATION_CONN_ID = os.environ.get("VOUCHERIFY_DESTINATION_CONN_ID") or None
 OBJECTS = [o.strip() for o in _env("VOUCHERIFY_OBJECTS", ",".join(catalog.OBJECTS)).split(",") if o.strip()]
 START_DATE = _date(_env("VOUCHERIFY_START_DATE", "2024-01-01"))
@@ -70,10 +70,10 @@ def _mode(obj: catalog.ExportedObject) -> str:
 
 
 def _doc(obj: catalog.ExportedObject, mode: str) -> str:
+    reason = "cannot be windowed" if not obj.windowable else "changes after creation"
     what = (
         f"the {obj.name} records created in the run's data interval `[data_interval_start, data_interval_end)`"
-        if mode == "window" else
-        f"a full snapshot of every {obj.name} (it {'cannot be windowed' if not obj.windowable else 'changes after creation'})"
+        if mode == "window" else f"a full snapshot of every {obj.name} (it {reason})"
     )
     return f"""
 ### Voucherify `{obj.name}` → Parquet
