@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests dags
+	$(VENV)/bin/ruff check voucherify_provider tests dags demo
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
+demo: $(STAMP)
+	$(PY) -m demo
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests dags
+	$(VENV)/bin/ruff check voucherify_provider tests dags demo
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
