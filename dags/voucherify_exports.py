@@ -19,6 +19,9 @@ VOUCHERIFY_MAX_ACTIVE_RUNS      4                                     concurrent
 VOUCHERIFY_POOL                 voucherify_api                        pool bounding concurrent API use
 VOUCHERIFY_LOOKBACK             0                                     also re-export the previous N windows
 VOUCHERIFY_DEFERRABLE           true                                  wait for exports in the triggerer
+VOUCHERIFY_POLL_INTERVAL        5                                     first wait between status checks (s)
+VOUCHERIFY_RETRIES              3                                     task retries (an ERROR export is retried)
+VOUCHERIFY_RETRY_DELAY          60                                    seconds between tries
 =============================== ===================================== ========================================
 """
 
@@ -56,12 +59,17 @@ MAX_ACTIVE_RUNS = int(_env("VOUCHERIFY_MAX_ACTIVE_RUNS", "4"))
 POOL = _env("VOUCHERIFY_POOL", "voucherify_api")
 LOOKBACK = int(_env("VOUCHERIFY_LOOKBACK", "0"))
 DEFERRABLE = _env("VOUCHERIFY_DEFERRABLE", "true").lower() in ("1", "true", "yes")
+POLL_INTERVAL = float(_env("VOUCHERIFY_POLL_INTERVAL", "5"))
 
 # Params override per run; an empty destination falls back to the Variable, then to the env default.
 DESTINATION_TEMPLATE = (
     "{{ params.destination or var.value.get('voucherify_destination', '" + DESTINATION.replace("'", "\\'") + "') }}"
 )
-TASK_DEFAULTS: dict[str, Any] = {"retries": 3, "retry_delay": timedelta(minutes=1), "pool": POOL}
+TASK_DEFAULTS: dict[str, Any] = {
+    "retries": int(_env("VOUCHERIFY_RETRIES", "3")),
+    "retry_delay": timedelta(seconds=float(_env("VOUCHERIFY_RETRY_DELAY", "60"))),
+    "pool": POOL,
+}
 
 
 def _mode(obj: catalog.ExportedObject) -> str:
@@ -139,19 +147,20 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
         },
     ) as dag:
         common: dict[str, Any] = {"exported_object": obj.name, "voucherify_conn_id": CONN_ID}
+        waiting: dict[str, Any] = {"wait_for_completion": True, "deferrable": DEFERRABLE,
+                                   "poll_interval": POLL_INTERVAL}
         landing: dict[str, Any] = {"destination": DESTINATION_TEMPLATE, "destination_conn_id": DESTINATION_CONN_ID,
                                    "outlets": [Asset(name=f"voucherify.{obj.name}")], **common}
         if mode == "window":
             spans = windows(lookback="{{ params.lookback }}")
             export = VoucherifyCreateExportOperator.partial(
-                task_id="export", fields=fields, wait_for_completion=True, deferrable=DEFERRABLE, **common,
+                task_id="export", fields=fields, **waiting, **common,
             ).expand_kwargs(spans)
             VoucherifyDownloadToWarehouseOperator.partial(task_id="land", **landing).expand_kwargs(
                 export.output.zip(spans).map(_land_kwargs))
         else:
             export_one = VoucherifyCreateExportOperator(
-                task_id="export", fields=fields, windowed=False, wait_for_completion=True, deferrable=DEFERRABLE,
-                **common,
+                task_id="export", fields=fields, windowed=False, **waiting, **common,
             )
             export_one >> VoucherifyDownloadToWarehouseOperator(task_id="land", export_id=export_one.output,
                                                                 **landing)

@@ -34,16 +34,19 @@ def main() -> int:
             "VOUCHERIFY_DESTINATION": str(WAREHOUSE),
             "VOUCHERIFY_START_DATE": FIRST_DAY,
             "VOUCHERIFY_END_DATE": LAST_DAY,
+            "VOUCHERIFY_POLL_INTERVAL": "1",
+            "VOUCHERIFY_RETRY_DELAY": "5",
         }
-        with AirflowStack(WORK / "airflow", ROOT / "dags", env) as airflow:
+        airflow = AirflowStack(WORK / "airflow", ROOT / "dags", env)
+        airflow.prepare(pools={"voucherify_api": 4})
+        backfills = [airflow.backfill(dag_id, FIRST_DAY, LAST_DAY) for dag_id in dag_ids]
+        with airflow:
             print(f"Airflow is up on http://127.0.0.1:{airflow.port} ; emulator on {emulator.base_url}", flush=True)
-            airflow.cli("pools", "set", "voucherify_api", "4", "Voucherify API calls (plan rate limit)")
-            airflow.wait_for_dags(dag_ids)
-            for dag_id in dag_ids:
-                airflow.backfill(dag_id, FIRST_DAY, LAST_DAY)
             print(f"Backfilling {len(dag_ids)} DAGs over {FIRST_DAY}..{LAST_DAY} under the scheduler...", flush=True)
-            states = airflow.wait_for_runs(dag_ids, expected=len(dag_ids) * 3)
+            states = airflow.wait_for_backfills(backfills)
     failed = [s for s in states if s[2] != "success"]
+    if len(states) != len(dag_ids) * 3:
+        failed.append(("all", f"{len(states)} runs instead of {len(dag_ids) * 3}", "missing"))
     print(render(partitions(WAREHOUSE)))
     print(f"\n{len(states) - len(failed)} of {len(states)} DAG runs succeeded in {time.monotonic() - started:.0f}s; "
           f"Parquet under {WAREHOUSE}")

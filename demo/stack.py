@@ -23,6 +23,10 @@ import httpx
 from voucherify_provider.emulator.server import free_port
 
 VENV_BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# SQLite is shared by the scheduler, the dag-processor, the triggerer and our CLI calls: wait for a lock
+# (up to a minute) instead of failing after pysqlite's default five seconds.
+SQLITE_CONNECT_ARGS = {"timeout": 60}
 
 
 class ManagedProcess:
@@ -57,12 +61,15 @@ class ManagedProcess:
                 self.proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-            # the leader is gone; children in the group may linger
+            break
+        # the leader is gone; make sure no child of the group lingers either
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
-                pass
-            break
+                return
+            time.sleep(0.2)
 
 
 def wait_until(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
@@ -132,25 +139,50 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "demo.stack.SQLITE_CONNECT_ARGS",
+            # Two cores and one SQLite file: a few task processes at a time, not LocalExecutor's 32.
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
             **(env or {}),
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
-        self.process = ManagedProcess([str(VENV_BIN / "airflow"), "standalone"], self.env, home / "standalone.log")
+        self.process = ManagedProcess([], self.env, home / "standalone.log")
 
-    def __enter__(self) -> AirflowStack:
+    def prepare(self, pools: dict[str, int] | None = None) -> None:
+        """Migrate the database, serialize the DAGs and create pools, with nothing else running.
+
+        Writing to SQLite while the scheduler runs fails now and then with "database is locked" (a
+        lock upgrade is refused at once, whatever the busy timeout), so set-up and backfill creation
+        happen while the stack is stopped.
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")
+        self.cli("dags", "reserialize")
+        for name, slots in (pools or {}).items():
+            self.cli("pools", "set", name, str(slots), "Voucherify API calls (plan rate limit)")
+
+    def start(self) -> None:
+        """Start ``airflow standalone`` and wait until every component reports healthy."""
+        self.process = ManagedProcess([str(VENV_BIN / "airflow"), "standalone"], self.env,
+                                      self.home / "standalone.log")
         self.process.start()
         try:
             wait_until(self._healthy, 180, "Airflow standalone to become healthy", interval=1)
         except BaseException:
             self.process.stop()
             raise
+
+    def stop(self) -> None:
+        """Stop every process of the stack."""
+        self.process.stop()
+
+    def __enter__(self) -> AirflowStack:
+        self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.process.stop()
+        self.stop()
 
     def _healthy(self) -> bool:
         if not self.process.alive():
@@ -173,44 +205,22 @@ class AirflowStack:
         with sqlite3.connect(self.home / "airflow.db", timeout=30) as con:
             return list(con.execute(sql, tuple(params)))
 
-    def wait_for_dags(self, dag_ids: Iterable[str], timeout: float = 180) -> None:
-        """Wait until the dag-processor has serialized every DAG."""
-        wanted = set(dag_ids)
+    def backfill(self, dag_id: str, from_date: str, to_date: str, *extra: str) -> int:
+        """``airflow backfill create`` for a DAG (call it while the stack is stopped); return its id."""
+        self.cli("backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date, *extra)
+        return int(self.query("SELECT max(id) FROM backfill WHERE dag_id = ?", [dag_id])[0][0])
 
-        def parsed() -> bool:
-            rows = self.query("SELECT dag_id FROM serialized_dag")
-            return wanted <= {r[0] for r in rows}
-
-        wait_until(parsed, timeout, f"DAGs {sorted(wanted)} to be parsed", interval=1)
-
-    def backfill(self, dag_id: str, from_date: str, to_date: str, *extra: str) -> None:
-        """``airflow backfill create`` for a DAG, retried while SQLite is locked by the scheduler."""
-        args = ("backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date, *extra)
-        for attempt in range(1, 11):
-            try:
-                self.cli(*args)
-                return
-            except RuntimeError as err:
-                if "database is locked" not in str(err) or attempt == 10:
-                    raise
-                time.sleep(attempt)
-
-    def run_states(self, dag_ids: Iterable[str]) -> list[tuple[str, str, str]]:
-        """(dag_id, run_id, state) of every run of the DAGs."""
-        ids = list(dag_ids)
+    def wait_for_backfills(self, backfill_ids: Iterable[int], timeout: float = 900) -> list[tuple[str, str, str]]:
+        """Wait until the scheduler completes the backfills; return (dag_id, run_id, state) of their runs."""
+        ids = list(backfill_ids)
         marks = ",".join("?" * len(ids))
-        return [(r[0], r[1], r[2]) for r in
-                self.query(f"SELECT dag_id, run_id, state FROM dag_run WHERE dag_id IN ({marks})", ids)]
 
-    def wait_for_runs(self, dag_ids: Iterable[str], expected: int, timeout: float = 900) -> list[tuple[str, str, str]]:
-        """Wait until ``expected`` runs exist and none is queued or running; return their states."""
-        ids = list(dag_ids)
-
-        def finished() -> list[tuple[str, str, str]] | None:
+        def completed() -> bool:
             if not self.process.alive():
                 raise RuntimeError(f"airflow standalone exited; see {self.process.log_path}")
-            states = self.run_states(ids)
-            done = [s for s in states if s[2] in ("success", "failed")]
-            return states if len(done) >= expected and len(done) == len(states) else None
+            return not self.query(f"SELECT id FROM backfill WHERE completed_at IS NULL AND id IN ({marks})", ids)
 
-        return list(wait_until(finished, timeout, f"{expected} runs of {ids} to finish", interval=2))
+        wait_until(completed, timeout, f"backfills {ids} to complete", interval=2)
+        return [(r[0], r[1], r[2]) for r in self.query(
+            "SELECT r.dag_id, r.run_id, r.state FROM backfill_dag_run b JOIN dag_run r ON r.id = b.dag_run_id "
+            f"WHERE b.backfill_id IN ({marks})", ids)]

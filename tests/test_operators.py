@@ -93,9 +93,17 @@ def test_retry_after_crash_reconnects_to_the_same_export(emu):
     emu.configure(scheduled_seconds=30)
     ctx = context()
     first = create().execute(ctx)
-    assert ctx["task_state_store"]["voucherify_export_id"] == first
+    assert ctx["task_state_store"]["voucherify_export_id"] == {"export_id": first, "clear_number": 0}
     again = create().execute(ctx)  # the next try of the same task instance
     assert again == first and emu.requests()["counts"]["create_export"] == 1
+
+
+def test_cleared_run_makes_a_fresh_export(emu):
+    ctx = context()
+    first = create().execute(ctx)
+    ctx["dag_run"] = type("DagRun", (), {"clear_number": 1})()  # the run was cleared / reprocessed
+    fresh = create().execute(ctx)
+    assert fresh != first and emu.requests()["counts"]["create_export"] == 2
 
 
 def test_retry_after_error_export_creates_a_fresh_one(emu):
@@ -104,7 +112,7 @@ def test_retry_after_error_export_creates_a_fresh_one(emu):
     op = create(wait_for_completion=True, poll_interval=0.05)
     with pytest.raises(Exception, match="ended in ERROR"):
         op.execute(ctx)
-    failed = ctx["task_state_store"]["voucherify_export_id"]
+    failed = ctx["task_state_store"]["voucherify_export_id"]["export_id"]
     second = create(wait_for_completion=True, poll_interval=0.05).execute(ctx)
     assert second != failed and emu.requests()["counts"]["create_export"] == 2
 

@@ -148,19 +148,25 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         self.plan(context)  # validate before anything else, retries or not
         return str(self.execute_resumable(context))
 
-    def submit_job(self, context: Context) -> str:
-        """Create the export."""
+    def submit_job(self, context: Context) -> dict[str, Any]:
+        """Create the export; the stored id carries the run's clear number (see :meth:`get_job_status`)."""
         request = self.plan(context)
         export = self.hook.create_export(request["exported_object"], request["fields"], request["order"],
                                          request["filters"])
         self.log.info("Created export %s of %s (fields: %s)", export["id"], request["exported_object"],
                       ", ".join(request["fields"]))
-        return str(export["id"])
+        return {"export_id": str(export["id"]), "clear_number": _clear_number(context)}
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
-        """Status of a previously created export ("MISSING" when it no longer exists)."""
+        """Status of the export an earlier try of this run created.
+
+        Retries of the same run reconnect to it; a cleared or reprocessed run (new clear number) is a
+        request for fresh data, so its old export counts as stale and a new one is made.
+        """
+        if isinstance(external_id, dict) and external_id.get("clear_number") != _clear_number(context):
+            return "STALE"
         try:
-            return str(self.hook.get_export(str(external_id))["status"])
+            return str(self.hook.get_export(_export_id(external_id))["status"])
         except VoucherifyNotFoundError:
             return "MISSING"
 
@@ -177,7 +183,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
         Returning the id matters: on a reconnect after a crash the mixin returns this method's result.
         """
-        export_id = str(external_id)
+        export_id = _export_id(external_id)
         if not self.wait_for_completion:
             return export_id
         if self.deferrable:
@@ -194,8 +200,17 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
         """The export id is the result."""
-        return str(external_id)
+        return _export_id(external_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Turn the trigger's event into the export id or an exception (retries create a fresh export)."""
         return raise_for_event(event, retryable_error=True)
+
+
+def _export_id(external_id: Any) -> str:
+    return str(external_id["export_id"] if isinstance(external_id, dict) else external_id)
+
+
+def _clear_number(context: Context) -> int:
+    dag_run = context.get("dag_run")
+    return int(getattr(dag_run, "clear_number", 0) or 0)
