@@ -69,6 +69,12 @@ class Window:
             )
         return cls(s, e)
 
+    @classmethod
+    def for_run(cls, start: datetime | str | None, end: datetime | str | None, context: Mapping[str, Any]) -> Window:
+        """The explicit bounds where given, else the run's data interval."""
+        return cls.of(start if start is not None else context.get("data_interval_start"),
+                      end if end is not None else context.get("data_interval_end"))
+
     def api_filter(self) -> dict[str, Any]:
         """The ``created_at`` condition catching every record of the window whatever the bound rules."""
         return {"conditions": {"$after": [iso_utc(self.start - ONE_MS)], "$before": [iso_utc(self.end)]}}

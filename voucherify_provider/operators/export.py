@@ -126,17 +126,14 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         return {"exported_object": obj.name, "fields": fields, "order": self.order, "filters": filters,
                 "windowed": windowed}
 
-    def _window(self, context: Context) -> Window:
-        start = self.window_start if self.window_start is not None else context.get("data_interval_start")
-        end = self.window_end if self.window_end is not None else context.get("data_interval_end")
-        return Window.of(start, end)
-
     def plan(self, context: Context) -> dict[str, Any]:
         """The export request this run makes (validated), failing the task without retries if invalid."""
         try:
             obj = catalog.get_object(self.exported_object)
             windowed = obj.windowable if self.windowed is None else self.windowed
-            window = self._window(context) if windowed and obj.windowable else None
+            window = None
+            if windowed and obj.windowable:
+                window = Window.for_run(self.window_start, self.window_end, context)
             return self._plan(window)
         except (VoucherifyConfigError, catalog.CatalogError) as err:
             raise AirflowFailException(str(err)) from None

@@ -126,10 +126,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         return VoucherifyHook(self.voucherify_conn_id)
 
     def _window(self, context: Context) -> Window:
-        start = self.window_start if self.window_start is not None else context.get("data_interval_start")
-        end = self.window_end if self.window_end is not None else context.get("data_interval_end")
         try:
-            return Window.of(start, end)
+            return Window.for_run(self.window_start, self.window_end, context)
         except VoucherifyConfigError as err:
             raise AirflowFailException(str(err)) from None
 
