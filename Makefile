@@ -16,15 +16,18 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests dags demo
+	$(VENV)/bin/ruff check voucherify_provider tests dags demo benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(PY) -m demo
 
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests dags demo
+	$(VENV)/bin/ruff check voucherify_provider tests dags demo benchmarks
 	$(VENV)/bin/mypy
 
 clean:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from typing import Any, NoReturn
 
 from voucherify_provider.errors import VoucherifyExportFailedError
+
+# airflow.sdk.exceptions costs ~0.25 s to import and DAG files import these modules: load it when raising.
 
 ERROR_HINT = (
     "a separate sensor task cannot recover on its own (its retry sees the same ERROR export): create the "
@@ -33,17 +33,26 @@ def is_templated(value: Any) -> bool:
     return value is not None and not isinstance(value, (int, float, bool))
 
 
+def fail_task(message: str) -> NoReturn:
+    """Fail the task without retries (bad input, or an outcome a retry cannot change)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
 def raise_for_event(event: dict[str, Any], *, retryable_error: bool, sensor: bool = False) -> str:
     """Map a VoucherifyExportTrigger event to the export id or to the exception for its outcome."""
+    from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+
     status, export_id, message = event.get("status"), str(event.get("export_id")), str(event.get("message"))
     if status == "success":
         return export_id
     if status == "export_error":
         if retryable_error:
             raise VoucherifyExportFailedError(export_id, "this task's retry will create one.")
-        raise AirflowFailException(str(VoucherifyExportFailedError(export_id, ERROR_HINT)))
+        fail_task(str(VoucherifyExportFailedError(export_id, ERROR_HINT)))
     if status == "not_found":
-        raise AirflowFailException(message)
+        fail_task(message)
     if status == "timeout":
         if sensor:
             raise AirflowSensorTimeout(message)

@@ -9,12 +9,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from voucherify_provider import DEFAULT_CONN_ID, catalog
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
 from voucherify_provider.hooks._endpoints import export_parameters
-from voucherify_provider.operators._common import conf_default_deferrable, is_templated, raise_for_event
+from voucherify_provider.operators._common import conf_default_deferrable, fail_task, is_templated, raise_for_event
 from voucherify_provider.window import Window, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
@@ -136,7 +135,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
                 window = Window.for_run(self.window_start, self.window_end, context)
             return self._plan(window)
         except (VoucherifyConfigError, catalog.CatalogError) as err:
-            raise AirflowFailException(str(err)) from None
+            fail_task(str(err))
 
     # -- ResumableJobMixin ----------------------------------------------------------------------------
 

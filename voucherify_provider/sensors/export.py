@@ -9,11 +9,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from voucherify_provider import DEFAULT_CONN_ID
 from voucherify_provider.errors import VoucherifyExportFailedError, VoucherifyNotFoundError
-from voucherify_provider.operators._common import ERROR_HINT, conf_default_deferrable, raise_for_event
+from voucherify_provider.operators._common import ERROR_HINT, conf_default_deferrable, fail_task, raise_for_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -73,6 +72,8 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
                                                 max_wait),
                 method_name="execute_complete",
             )
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
         try:
             super().execute(context)
         except AirflowSensorTimeout as err:
@@ -88,10 +89,10 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
         try:
             status = str(self.hook.get_export(self.export_id)["status"])
         except VoucherifyNotFoundError as err:
-            raise AirflowFailException(f"Export {self.export_id} does not exist: {err}") from None
+            fail_task(f"Export {self.export_id} does not exist: {err}")
         self.log.info("Export %s is %s", self.export_id, status)
         if status == "ERROR":
-            raise AirflowFailException(str(VoucherifyExportFailedError(self.export_id, ERROR_HINT)))
+            fail_task(str(VoucherifyExportFailedError(self.export_id, ERROR_HINT)))
         return status == "DONE"
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:

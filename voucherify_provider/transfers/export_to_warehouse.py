@@ -10,11 +10,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from voucherify_provider import DEFAULT_CONN_ID, __version__, catalog
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyDownloadError
-from voucherify_provider.operators._common import is_templated
+from voucherify_provider.operators._common import fail_task, is_templated
 from voucherify_provider.window import Window
 
 if TYPE_CHECKING:
@@ -129,7 +128,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         try:
             return Window.for_run(self.window_start, self.window_end, context)
         except VoucherifyConfigError as err:
-            raise AirflowFailException(str(err)) from None
+            fail_task(str(err))
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Download, type, write and commit; return the manifest."""
@@ -164,13 +163,15 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     def _object_of(self, export: dict[str, Any]) -> catalog.ExportedObject:
         status = export.get("status")
         if status != "DONE":
+            from airflow.sdk.exceptions import AirflowException
+
             raise AirflowException(
                 f"Export {self.export_id} is {status}, not DONE; wait for it first "
                 "(VoucherifyExportDoneSensor or wait_for_completion=True)."
             )
         name = export.get("exported_object")
         if self.exported_object and name != self.exported_object:
-            raise AirflowFailException(
+            fail_task(
                 f"Export {self.export_id} exports {name!r}, but this task lands {self.exported_object!r}."
             )
         return catalog.get_object(str(name))
@@ -184,7 +185,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         expected = window.api_filter()["conditions"]
         after, before = (conditions.get("$after") or [None])[0], (conditions.get("$before") or [None])[0]
         if (after, before) != (expected["$after"][0], expected["$before"][0]):
-            raise AirflowFailException(
+            fail_task(
                 f"Export {self.export_id} covers created_at after {after} and before {before}, which is not this "
                 f"task's window [{window.start.isoformat()}, {window.end.isoformat()}); landing it would mix windows."
             )
@@ -239,7 +240,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                 continue
             except BadExportFileError as err:
                 part_writer.abort()
-                raise AirflowFailException(str(err)) from None
+                fail_task(str(err))
             except BaseException:
                 part_writer.abort()
                 raise

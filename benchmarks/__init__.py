@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): the provider's landing path against the usual alternatives."""

@@ -1,0 +1,135 @@
+"""One landing run in this process: ``python -m benchmarks.engines ENGINE CSV OUT_DIR`` prints JSON.
+
+Every engine turns the same redemption CSV into zstd Parquet with the same typed schema (baselines (b)
+to (d) are given that schema; pandas infers, as a hand-written PythonOperator would).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.inputs import FIELDS
+
+
+def provider(csv_path: Path, out: Path) -> int:
+    """The DownloadToWarehouse code path: byte stream -> typed batches -> committed Parquet partition."""
+    from airflow.sdk import ObjectStoragePath
+
+    from voucherify_provider import catalog
+    from voucherify_provider.landing.stream import IterStream
+    from voucherify_provider.landing.typed_csv import TypedCsvReader
+    from voucherify_provider.landing.writer import PartitionWriter
+
+    obj = catalog.OBJECTS["redemption"]
+    reader = TypedCsvReader(obj, FIELDS)
+    partition = ObjectStoragePath(str(out / "redemption" / "window_start=20240101T000000Z"))
+    partition.mkdir(parents=True, exist_ok=True)
+    writer = PartitionWriter(partition, reader.schema, metadata={})
+    part = writer.part("part-bench.parquet")
+
+    def chunks() -> Any:
+        with csv_path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+
+    for batch in reader.batches(IterStream(chunks())):
+        part.write(batch)
+    writer.add(part.close())
+    return int(writer.commit({"export_id": "bench"})["rows"])
+
+
+def _schema() -> Any:
+    from voucherify_provider import catalog
+    from voucherify_provider.landing.typed_csv import arrow_schema
+
+    return arrow_schema(catalog.OBJECTS["redemption"], FIELDS)
+
+
+def pandas_baseline(csv_path: Path, out: Path) -> int:
+    """(a) pandas read_csv + to_parquet, as a hand-written PythonOperator would."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path, header=0, names=FIELDS)
+    frame.to_parquet(out / "pandas.parquet", compression="zstd", index=False)
+    return len(frame)
+
+
+def pyarrow_baseline(csv_path: Path, out: Path) -> int:
+    """(b) pyarrow one-shot read_csv + write_table with the same schema."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    schema = _schema()
+    table = pacsv.read_csv(
+        csv_path, read_options=pacsv.ReadOptions(column_names=FIELDS, skip_rows=1),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types=schema, strings_can_be_null=True, null_values=[""]),
+    )
+    pq.write_table(table, out / "pyarrow.parquet", compression="zstd")
+    return int(table.num_rows)
+
+
+def duckdb_baseline(csv_path: Path, out: Path) -> int:
+    """(c) DuckDB COPY ... TO parquet, typed with casts."""
+    import duckdb
+
+    columns = ", ".join(f"'{f}': 'VARCHAR'" for f in FIELDS)
+    casts = {"date": "TIMESTAMPTZ", "order_amount": "DECIMAL(20,2)", "gift_amount": "DECIMAL(20,2)",
+             "loyalty_points": "BIGINT"}
+    select = ", ".join(f"CAST({f} AS {casts[f]}) AS {f}" if f in casts else f for f in FIELDS)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        f"COPY (SELECT {select} FROM read_csv('{csv_path}', header=true, columns={{{columns}}}, "
+        f"strict_mode=false)) TO '{out / 'duckdb.parquet'}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    return int(con.execute(f"SELECT count(*) FROM '{out / 'duckdb.parquet'}'").fetchone()[0])  # type: ignore[index]
+
+
+def polars_baseline(csv_path: Path, out: Path) -> int:
+    """(d) polars scan_csv + sink_parquet (streaming)."""
+    import polars as pl
+
+    schema = {f: pl.String for f in FIELDS}
+    lazy = pl.scan_csv(csv_path, has_header=True, new_columns=FIELDS, schema_overrides=schema).with_columns(
+        pl.col("date").str.to_datetime("%Y-%m-%dT%H:%M:%S%.3fZ", time_zone="UTC"),
+        pl.col("order_amount").cast(pl.Decimal(20, 2)), pl.col("gift_amount").cast(pl.Decimal(20, 2)),
+        pl.col("loyalty_points").cast(pl.Int64),
+    )
+    lazy.sink_parquet(out / "polars.parquet", compression="zstd")
+    return int(pl.scan_parquet(out / "polars.parquet").select(pl.len()).collect().item())
+
+
+# Imported before the clock starts: a task already has its libraries loaded; we time the landing itself.
+PRELOAD = {
+    "provider": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
+                 "voucherify_provider.landing.typed_csv"),
+    "pandas": ("pandas", "pyarrow.parquet"), "pyarrow": ("pyarrow.csv", "pyarrow.parquet"),
+    "duckdb": ("duckdb",), "polars": ("polars",),
+}
+ENGINES = {"provider": provider, "pandas": pandas_baseline, "pyarrow": pyarrow_baseline, "duckdb": duckdb_baseline,
+           "polars": polars_baseline}
+
+
+def main() -> None:
+    """Run one engine and print its wall time, peak RSS and row count as JSON."""
+    engine, csv_path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    out.mkdir(parents=True, exist_ok=True)
+    import importlib
+
+    for module in PRELOAD[engine]:
+        importlib.import_module(module)
+    started = time.perf_counter()
+    rows = ENGINES[engine](csv_path, out)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": engine, "seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

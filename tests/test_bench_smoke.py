@@ -1,0 +1,21 @@
+"""The benchmark suite at tiny sizes, so its code cannot rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path / "results"),
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(next((tmp_path / "results").glob("bench-smoke-*.json")).read_text())
+    engines = {(r["size"], r["engine"]) for r in report["landing"]}
+    assert engines == {(s, e) for s in (2000, 5000) for e in ("provider", "pyarrow", "pandas", "duckdb", "polars")}
+    assert not {"pandas", "pyarrow"} & set(report["parse_cost"]["heavy_modules_at_parse"])
+    assert "vs pyarrow" in done.stdout
