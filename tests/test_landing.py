@@ -14,7 +14,13 @@ from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider import catalog
 from voucherify_provider.landing.stream import IterStream
-from voucherify_provider.landing.typed_csv import BadExportFileError, RejectedRows, TypedCsvReader, arrow_schema
+from voucherify_provider.landing.typed_csv import (
+    BadExportFileError,
+    NeedsDiagnosis,
+    RejectedRows,
+    TypedCsvReader,
+    arrow_schema,
+)
 from voucherify_provider.landing.writer import MANIFEST, PartitionWriter
 from voucherify_provider.window import Window
 
@@ -25,9 +31,17 @@ HEADER = b"ID,Date,Order Amount,Loyalty Points,Result,Metadata\r\n"
 
 
 def parse(data: bytes, fields=FIELDS, window=None, rejected=None, chunk=7):
-    chunks = iter([data[i : i + chunk] for i in range(0, len(data), chunk)])  # splits inside quoted values too
-    reader = TypedCsvReader(REDEMPTION, fields, window=window, rejected=rejected)
-    batches = list(reader.batches(IterStream(chunks)))
+    """Fast path first; like the operator, read again in diagnosing mode when it asks for it."""
+
+    def stream():
+        return IterStream(iter([data[i : i + chunk] for i in range(0, len(data), chunk)]))  # splits values too
+
+    try:
+        reader = TypedCsvReader(REDEMPTION, fields, window=window, rejected=rejected)
+        batches = list(reader.batches(stream()))
+    except NeedsDiagnosis:
+        reader = TypedCsvReader(REDEMPTION, fields, window=window, rejected=rejected, diagnose=True)
+        batches = list(reader.batches(stream()))
     return pa.Table.from_batches(batches, schema=reader.schema), reader.stats
 
 
@@ -57,6 +71,12 @@ def test_boolean_date_and_non_ascii():
     assert str(table.column("birthdate")[0].as_py()) == "1990-02-03"
 
 
+def test_fast_path_asks_for_diagnosis_on_a_bad_value():
+    data = HEADER + b"r_1,not-a-date,12,1,SUCCESS,{}\r\n"
+    with pytest.raises(NeedsDiagnosis):
+        list(TypedCsvReader(REDEMPTION, FIELDS).batches(IterStream(iter([data]))))
+
+
 def test_bad_value_names_row_column_and_value():
     data = HEADER + (b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\n"
                      b"r_2,2024-01-01T00:00:00.000Z,12.3.4,1,SUCCESS,{}\r\n")
@@ -78,7 +98,7 @@ def test_bad_values_can_be_rejected_instead():
 def test_wrong_column_count_is_explained():
     with pytest.raises(BadExportFileError, match="has 7 columns but the export has 6 fields"):
         parse(HEADER + b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{},extra\r\n")
-    with pytest.raises(BadExportFileError, match="columns but the export has 6 fields"):
+    with pytest.raises(BadExportFileError, match=r"the header has 2 columns \(ID, Date\) but the export has 6"):
         parse(b"ID,Date\r\nr_1,2024-01-01T00:00:00.000Z\r\n")
 
 

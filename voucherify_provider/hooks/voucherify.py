@@ -381,19 +381,24 @@ class VoucherifyHook(BaseHook):
 
         from voucherify_provider import catalog
         from voucherify_provider.landing.stream import IterStream
-        from voucherify_provider.landing.typed_csv import TypedCsvReader
+        from voucherify_provider.landing.typed_csv import NeedsDiagnosis, TypedCsvReader
 
         parts = self.download_export(export_id)
         export = self.get_export(export_id)
         obj = catalog.get_object(export["exported_object"])
         fields = list((export.get("parameters") or {}).get("fields") or obj.default_fields)
         batches: list[Any] = []
-        schema: Any = None
         for part in parts:
-            reader = TypedCsvReader(obj, fields, window=window, label=f"Export {export_id}")
-            schema = reader.schema
-            batches.extend(reader.batches(IterStream(part.iter_bytes())))
-        table = pa.Table.from_batches(batches, schema=schema)
+            try:
+                reader = TypedCsvReader(obj, fields, window=window, label=f"Export {export_id}")
+                part_batches = list(reader.batches(IterStream(part.iter_bytes())))
+            except NeedsDiagnosis:  # read again as text to name the bad row, column and value
+                reader = TypedCsvReader(obj, fields, window=window, label=f"Export {export_id}", diagnose=True)
+                part_batches = list(reader.batches(IterStream(part.iter_bytes())))
+            batches.extend(part_batches)
+        from voucherify_provider.landing.typed_csv import arrow_schema
+
+        table = pa.Table.from_batches(batches, schema=arrow_schema(obj, fields))
         return table.to_pandas(types_mapper=pd.ArrowDtype)
 
     # -- orders -------------------------------------------------------------------------------------

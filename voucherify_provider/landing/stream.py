@@ -15,6 +15,35 @@ class IterStream(io.RawIOBase):
         self._on_progress = on_progress
         self.bytes_read = 0
 
+    def read_line(self) -> bytes:
+        """Bytes up to and including the first newline (or to the end): the header row."""
+        line = b""
+        while True:
+            if not self._pending:
+                try:
+                    self._pending = next(self._chunks)
+                except StopIteration:
+                    return line
+                continue
+            cut = self._pending.find(b"\n")
+            if cut >= 0:
+                line += self._pending[: cut + 1]
+                self._pending = self._pending[cut + 1 :]
+                self.bytes_read += cut + 1
+                return line
+            line += self._pending
+            self.bytes_read += len(self._pending)
+            self._pending = b""
+
+    def at_end(self) -> bool:
+        """True when no byte is left (pulls the next chunk to know)."""
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return True
+        return False
+
     def readable(self) -> bool:
         """Always readable."""
         return True

@@ -8,6 +8,7 @@ or, when asked, goes to the rejected rows instead.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,15 @@ READ_BLOCK = 4 << 20
 
 class BadExportFileError(VoucherifyError, ValueError):
     """The export file does not have the shape or values its fields promise."""
+
+
+class NeedsDiagnosis(VoucherifyError):
+    """The fast path met a value it cannot type: read the file again with ``diagnose=True``.
+
+    The fast path lets pyarrow type every column while parsing (as fast as a one-shot read); it cannot
+    say which row failed, and cannot set rows aside. The diagnosing path reads columns as text, types them
+    itself, and names the row, column and value (or rejects the rows).
+    """
 
 
 def arrow_schema(obj: ExportedObject, fields: Sequence[str]) -> pa.Schema:
@@ -77,12 +87,15 @@ class TypedCsvReader:
     :param obj: the exported object (catalog entry).
     :param fields: the export's field keys, in column order.
     :param window: when set, only rows created in ``[start, end)`` are kept (see ``window.py``).
-    :param rejected: collect unparseable rows there instead of failing.
+    :param rejected: collect unparseable rows there instead of failing (diagnosing path).
+    :param diagnose: read as text and type per column (slow, precise); the default fast path raises
+        :class:`NeedsDiagnosis` on the first untypeable value.
     """
 
     def __init__(self, obj: ExportedObject, fields: Sequence[str], *, window: Window | None = None,
-                 rejected: RejectedRows | None = None, label: str = "export") -> None:
+                 rejected: RejectedRows | None = None, label: str = "export", diagnose: bool = False) -> None:
         self.obj, self.fields, self.window, self.rejected, self.label = obj, list(fields), window, rejected, label
+        self.diagnose = diagnose
         self.schema = arrow_schema(obj, fields)
         self.stats = ParseStats()
         if window is not None and obj.created_field not in self.fields:
@@ -93,41 +106,55 @@ class TypedCsvReader:
 
     def batches(self, stream: IterStream) -> Iterator[pa.RecordBatch]:
         """Typed, window-filtered batches of one file; the header row is checked and dropped."""
+        self._check_header(stream)
+        if stream.at_end():
+            return
         read = pacsv.ReadOptions(column_names=self.fields, block_size=READ_BLOCK, use_threads=True)
         parse = pacsv.ParseOptions(newlines_in_values=True)
+        types = self.schema.types if not self.diagnose else [pa.string()] * len(self.fields)
         convert = pacsv.ConvertOptions(
-            column_types={k: pa.string() for k in self.fields}, strings_can_be_null=True,
+            column_types=dict(zip(self.fields, types, strict=True)), strings_can_be_null=True,
             quoted_strings_can_be_null=True, null_values=[""],
         )
         row_offset = 0
-        header_seen = False
         try:
             reader = pacsv.open_csv(pa.PythonFile(stream, mode="r"), read_options=read, parse_options=parse,
                                     convert_options=convert)
             for raw in reader:
-                if not header_seen:
-                    header_seen = True
-                    raw = raw.slice(1)
-                    row_offset = 0
-                if raw.num_rows == 0:
-                    continue
-                typed = self._type_batch(raw, row_offset)
+                if self.diagnose:
+                    typed = self._type_batch(raw, row_offset)
+                else:
+                    typed = pa.RecordBatch.from_arrays(raw.columns, schema=self.schema)
                 row_offset += raw.num_rows
+                typed = self._in_window(typed)
                 if typed.num_rows:
                     self.stats.rows += typed.num_rows
                     yield typed
         except pa.ArrowInvalid as err:
+            if not self.diagnose and str(err).startswith("In CSV column #"):
+                raise NeedsDiagnosis(f"{self.label}: {err}") from None
             raise self._explain(err, row_offset) from None
-        except StopIteration:
-            pass
 
-    def _explain(self, err: pa.ArrowInvalid, row_offset: int) -> BadExportFileError:
-        text = str(err)
-        if "Empty CSV file" in text:
-            return BadExportFileError(
+    def _check_header(self, stream: IterStream) -> None:
+        header = stream.read_line()
+        if not header.strip():
+            raise BadExportFileError(
                 f"{self.label}: the file is empty: not even a header row. The download was cut short or the "
                 "export is broken; download it again or re-create the export."
             )
+        try:
+            cells = next(csv.reader([header.decode("utf-8").rstrip("\r\n")]))
+        except UnicodeDecodeError:
+            raise BadExportFileError(f"{self.label}: the header row is not valid UTF-8.") from None
+        if len(cells) != len(self.fields):
+            raise BadExportFileError(
+                f"{self.label}: the header has {len(cells)} columns ({', '.join(cells)}) but the export has "
+                f"{len(self.fields)} fields ({', '.join(self.fields)}). The file does not match the requested "
+                "fields; re-create the export."
+            )
+
+    def _explain(self, err: pa.ArrowInvalid, row_offset: int) -> BadExportFileError:
+        text = str(err)
         columns = re.search(r"Expected (\d+) columns, got (\d+)", text)
         if columns:
             return BadExportFileError(

@@ -221,21 +221,28 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                    window: Window | None, writer: PartitionWriter, rejected: RejectedRows | None,
                    totals: ParseStats, progress: _Progress) -> None:
         from voucherify_provider.landing.stream import IterStream
-        from voucherify_provider.landing.typed_csv import BadExportFileError, TypedCsvReader
+        from voucherify_provider.landing.typed_csv import BadExportFileError, NeedsDiagnosis, TypedCsvReader
 
-        for attempt in range(1, self.max_download_attempts + 1):
+        attempt, diagnose = 1, False
+        while True:
             part_writer = writer.part(name)
-            reader = TypedCsvReader(obj, fields, window=window, rejected=rejected,
+            reader = TypedCsvReader(obj, fields, window=window, rejected=rejected, diagnose=diagnose,
                                     label=f"Export {self.export_id} file {part.index + 1}/{part.count}")
             try:
                 for batch in reader.batches(IterStream(part.iter_bytes(), progress.add_bytes)):
                     part_writer.write(batch)
                 writer.add(part_writer.close())
+            except NeedsDiagnosis as err:
+                part_writer.abort()
+                self.log.warning("%s; reading the file again to find the row", err)
+                diagnose = True
+                continue
             except VoucherifyDownloadError as err:
                 part_writer.abort()
                 if attempt == self.max_download_attempts:
                     raise
-                self.log.warning("%s; attempt %d of %d, downloading again", err, attempt + 1,
+                attempt += 1
+                self.log.warning("%s; attempt %d of %d, downloading again", err, attempt,
                                  self.max_download_attempts)
                 continue
             except BadExportFileError as err:
