@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from voucherify_provider import catalog
@@ -533,7 +532,3 @@ class Backend:
             self.rollbacks[redemption_id] = rollback
             return rollback
 
-
-def utc_now_iso() -> str:
-    """Current UTC time, ISO 8601 with milliseconds."""
-    return iso_ms(int(datetime.now(timezone.utc).timestamp() * 1000))

@@ -381,7 +381,7 @@ class VoucherifyHook(BaseHook):
 
         from voucherify_provider import catalog
         from voucherify_provider.landing.stream import IterStream
-        from voucherify_provider.landing.typed_csv import NeedsDiagnosis, TypedCsvReader
+        from voucherify_provider.landing.typed_csv import NeedsDiagnosis, TypedCsvReader, arrow_schema
 
         parts = self.download_export(export_id)
         export = self.get_export(export_id)
@@ -396,8 +396,6 @@ class VoucherifyHook(BaseHook):
                 reader = TypedCsvReader(obj, fields, window=window, label=f"Export {export_id}", diagnose=True)
                 part_batches = list(reader.batches(IterStream(part.iter_bytes())))
             batches.extend(part_batches)
-        from voucherify_provider.landing.typed_csv import arrow_schema
-
         table = pa.Table.from_batches(batches, schema=arrow_schema(obj, fields))
         return table.to_pandas(types_mapper=pd.ArrowDtype)
 
