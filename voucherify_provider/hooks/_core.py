@@ -255,6 +255,11 @@ class RetryPolicy:
         return self.backoff(attempt)
 
 
+def next_interval(current: float, cap: float) -> float:
+    """Poll interval growth: from a few seconds towards ``cap``, so long exports cost few calls."""
+    return min(cap, max(current * 1.5, current + 1.0))
+
+
 def server_wait_hint(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Wait the server asks for: ``Retry-After`` seconds, else ``X-Rate-Limit-Retry`` (Unix time)."""
     retry_after = _header(headers, "Retry-After")

@@ -32,6 +32,7 @@ from voucherify_provider.hooks._core import (
     RateLimitState,
     RetryPolicy,
     install_log_redaction,
+    next_interval,
     redact_url,
     url_secrets,
 )
@@ -270,8 +271,6 @@ class VoucherifyHook(BaseHook):
         Raises :class:`VoucherifyExportFailedError` on ERROR and :class:`VoucherifyExportTimeoutError`
         (with the last status) when ``timeout`` seconds pass first.
         """
-        from voucherify_provider.triggers.export import next_interval
-
         started, interval = time.monotonic(), poll_interval
         while True:
             export = self.get_export(export_id)
@@ -299,9 +298,12 @@ class VoucherifyHook(BaseHook):
         """Every export, page by page, stopping at the last page."""
         yield from self._paginate(lambda page: ep.list_exports(page_size, page, order), "exports")
 
-    def download_export(self, export_id: str) -> list[ExportPart]:
-        """The files of a DONE export, each streamed on demand with :meth:`ExportPart.iter_bytes`."""
-        export = self.get_export(export_id)
+    def download_export(self, export_id: str, export: Mapping[str, Any] | None = None) -> list[ExportPart]:
+        """The files of a DONE export, each streamed on demand with :meth:`ExportPart.iter_bytes`.
+
+        Pass ``export`` when the caller has just fetched it, to spare a second ``GET``.
+        """
+        export = export if export is not None else self.get_export(export_id)
         status = export.get("status")
         if status != ExportStatus.DONE:
             raise VoucherifyDownloadError(f"Export {export_id} is {status}, not DONE: nothing to download yet.")
@@ -383,8 +385,8 @@ class VoucherifyHook(BaseHook):
         from voucherify_provider.landing.stream import IterStream
         from voucherify_provider.landing.typed_csv import NeedsDiagnosis, TypedCsvReader, arrow_schema
 
-        parts = self.download_export(export_id)
         export = self.get_export(export_id)
+        parts = self.download_export(export_id, export)
         obj = catalog.get_object(export["exported_object"])
         fields = list((export.get("parameters") or {}).get("fields") or obj.default_fields)
         batches: list[Any] = []

@@ -150,7 +150,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                                  row_group_rows=self.row_group_rows)
         ensure_writable(writer.partition)
         try:
-            manifest = self._land(obj, fields, window, windowed, writer)
+            manifest = self._land(export, obj, fields, window, windowed, writer)
         except BaseException:
             writer.abort()
             raise
@@ -191,13 +191,13 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             )
         return True
 
-    def _land(self, obj: catalog.ExportedObject, fields: list[str], window: Window, windowed: bool,
-              writer: PartitionWriter) -> dict[str, Any]:
+    def _land(self, export: dict[str, Any], obj: catalog.ExportedObject, fields: list[str], window: Window,
+              windowed: bool, writer: PartitionWriter) -> dict[str, Any]:
         from voucherify_provider.landing.typed_csv import ParseStats, RejectedRows
 
         rejected = RejectedRows(fields) if self.on_bad_value == "reject" else None
         totals = ParseStats()
-        parts = self.hook.download_export(self.export_id)
+        parts = self.hook.download_export(self.export_id, export)
         progress = _Progress(self.log, f"Export {self.export_id}", self.progress_every_seconds)
         for part in parts:
             suffix = f"-{part.index:04d}" if part.count > 1 else ""

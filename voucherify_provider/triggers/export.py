@@ -10,14 +10,10 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from voucherify_provider.errors import VoucherifyApiError, VoucherifyAuthError, VoucherifyNotFoundError
+from voucherify_provider.hooks._core import next_interval
 
 # Event statuses: every outcome the waiting task must tell apart.
 SUCCESS, EXPORT_ERROR, NOT_FOUND, TIMEOUT, FAILED = "success", "export_error", "not_found", "timeout", "failed"
-
-
-def next_interval(current: float, cap: float) -> float:
-    """Poll interval growth: from a few seconds towards ``cap``, so long exports cost few calls."""
-    return min(cap, max(current * 1.5, current + 1.0))
 
 
 class VoucherifyExportTrigger(BaseTrigger):
