@@ -1,12 +1,16 @@
-"""One landing run in this process: ``python -m benchmarks.engines ENGINE CSV OUT_DIR`` prints JSON.
+"""One run in this process: ``python -m benchmarks.engines ENGINE SOURCE OUT_DIR`` prints JSON.
 
-Every engine turns the same redemption CSV into zstd Parquet with the same typed schema (baselines (b)
-to (d) are given that schema; pandas infers, as a hand-written PythonOperator would).
+Landing engines turn the same redemption CSV (SOURCE is its path) into zstd Parquet with the same typed
+schema (baselines (b) to (d) are given that schema; pandas infers, as a hand-written PythonOperator
+would). The end-to-end engines take an export id as SOURCE and the emulator from ``BENCH_API_URL``,
+``BENCH_APP_ID`` and ``BENCH_APP_TOKEN``: ``operator`` runs VoucherifyDownloadToWarehouseOperator,
+``download`` streams the same file to nowhere, as the plain-requests half of a hand-written task.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -105,32 +109,73 @@ def polars_baseline(csv_path: Path, out: Path) -> int:
     return int(pl.scan_parquet(out / "polars.parquet").select(pl.len()).collect().item())
 
 
+BENCH_CONN_ID = "voucherify_bench"
+
+
+def _auth() -> dict[str, str]:
+    return {"X-App-Id": os.environ["BENCH_APP_ID"], "X-App-Token": os.environ["BENCH_APP_TOKEN"]}
+
+
+def operator(export_id: str, out: Path) -> int:
+    """End to end: the operator fetches the export, downloads and lands it (one task's work)."""
+    from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+    os.environ[f"AIRFLOW_CONN_{BENCH_CONN_ID.upper()}"] = json.dumps({
+        "conn_type": "voucherify", "host": os.environ["BENCH_API_URL"], "login": os.environ["BENCH_APP_ID"],
+        "password": os.environ["BENCH_APP_TOKEN"]})
+    task = VoucherifyDownloadToWarehouseOperator(
+        task_id="land", export_id=export_id, destination=str(out), exported_object="redemption",
+        window_start="2024-01-01T00:00:00Z", window_end="2024-01-02T00:00:00Z", voucherify_conn_id=BENCH_CONN_ID)
+    return int(task.execute({})["rows"])
+
+
+def download(export_id: str, out: Path) -> int:
+    """The download half of a hand-written task: GET the export, stream its file to /dev/null; bytes."""
+    import requests
+
+    with requests.Session() as session:
+        session.headers.update(_auth())
+        export = session.get(f"{os.environ['BENCH_API_URL']}/v1/exports/{export_id}", timeout=60).json()
+        size = 0
+        with session.get(export["result"]["url"], stream=True, timeout=600) as response, \
+                open(os.devnull, "wb") as sink:
+            response.raise_for_status()
+            for chunk in response.iter_content(1 << 20):
+                size += sink.write(chunk)
+        return size
+
+
 # Imported before the clock starts: a task already has its libraries loaded; we time the landing itself.
 PRELOAD = {
     "provider": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
                  "voucherify_provider.landing.typed_csv"),
     "pandas": ("pandas", "pyarrow.parquet"), "pyarrow": ("pyarrow.csv", "pyarrow.parquet"),
     "duckdb": ("duckdb",), "polars": ("polars",),
+    "operator": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
+                 "voucherify_provider.landing.typed_csv", "voucherify_provider.transfers.export_to_warehouse",
+                 "voucherify_provider.hooks.voucherify"),
+    "download": ("requests",),
 }
-ENGINES = {"provider": provider, "pandas": pandas_baseline, "pyarrow": pyarrow_baseline, "duckdb": duckdb_baseline,
-           "polars": polars_baseline}
+LANDING: dict[str, Any] = {"provider": provider, "pandas": pandas_baseline, "pyarrow": pyarrow_baseline,
+                           "duckdb": duckdb_baseline, "polars": polars_baseline}
+END_TO_END: dict[str, Any] = {"operator": operator, "download": download}
 
 
 def main() -> None:
-    """Run one engine and print its wall time, peak RSS and row count as JSON."""
-    engine, csv_path, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    """Run one engine and print its wall time, peak RSS and row count (bytes for ``download``) as JSON."""
+    engine, source, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     out.mkdir(parents=True, exist_ok=True)
     import importlib
 
     for module in PRELOAD[engine]:
         importlib.import_module(module)
-    if engine == "provider":
+    if engine in ("provider", "operator"):
         # ObjectStoragePath registers every provider's filesystem on first use (~1 s, once per task).
         from airflow.sdk import ObjectStoragePath
 
         ObjectStoragePath(str(out)).exists()
     started = time.perf_counter()
-    rows = ENGINES[engine](csv_path, out)
+    rows = END_TO_END[engine](source, out) if engine in END_TO_END else LANDING[engine](Path(source), out)
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"engine": engine, "seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows}))

@@ -19,7 +19,7 @@ VOUCHERIFY_MAX_ACTIVE_RUNS      4                                     concurrent
 VOUCHERIFY_POOL                 voucherify_api                        pool bounding concurrent API use
 VOUCHERIFY_LOOKBACK             0                                     also re-export the previous N windows
 VOUCHERIFY_DEFERRABLE           true                                  wait for exports in the triggerer
-VOUCHERIFY_POLL_INTERVAL        5                                     first wait between status checks (s)
+VOUCHERIFY_POLL_INTERVAL        15                                    first wait between status checks (s); doubles
 VOUCHERIFY_RETRIES              3                                     task retries (an ERROR export is retried)
 VOUCHERIFY_RETRY_DELAY          60                                    seconds between tries
 =============================== ===================================== ========================================
@@ -59,7 +59,7 @@ MAX_ACTIVE_RUNS = int(_env("VOUCHERIFY_MAX_ACTIVE_RUNS", "4"))
 POOL = _env("VOUCHERIFY_POOL", "voucherify_api")
 LOOKBACK = int(_env("VOUCHERIFY_LOOKBACK", "0"))
 DEFERRABLE = _env("VOUCHERIFY_DEFERRABLE", "true").lower() in ("1", "true", "yes")
-POLL_INTERVAL = float(_env("VOUCHERIFY_POLL_INTERVAL", "5"))
+POLL_INTERVAL = float(_env("VOUCHERIFY_POLL_INTERVAL", "15"))
 
 # Params override per run; an empty destination falls back to the Variable, then to the env default.
 DESTINATION_TEMPLATE = (

@@ -12,10 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_smoke(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path / "results"),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next((tmp_path / "results").glob("bench-smoke-*.json")).read_text())
     engines = {(r["size"], r["engine"]) for r in report["landing"]}
     assert engines == {(s, e) for s in (2000, 5000) for e in ("provider", "pyarrow", "pandas", "duckdb", "polars")}
     assert not {"pandas", "pyarrow"} & set(report["parse_cost"]["heavy_modules_at_parse"])
     assert "vs pyarrow" in done.stdout
+    e2e = report["end_to_end"]
+    assert e2e["rows"] == 3000 and e2e["overhead"] > 0 and set(e2e["seconds"]) == {"operator", "download", "pyarrow"}
+    api = report["api_economy"]
+    assert api["runs_succeeded"] == api["runs"] == 2 and api["partitions"] == 2
+    assert api["rows_landed"] == api["rows_expected"] > 0
+    assert api["calls_by_route"]["create_export"] >= 2 and api["api_calls_per_window"] >= 3

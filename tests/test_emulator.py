@@ -108,6 +108,28 @@ def test_export_lifecycle_delays(emu, hook):
     assert hook.get_export(export["id"])["status"] == "DONE"
 
 
+def test_export_durations_spread_between_the_bounds(emu, hook):
+    emu.configure(in_progress_seconds=0.2, in_progress_seconds_max=1.2)
+    ids = [hook.create_export("customer")["id"] for _ in range(12)]
+    time.sleep(0.5)
+    early = [hook.get_export(i)["status"] for i in ids]
+    assert "DONE" in early and "IN_PROGRESS" in early  # some short exports, some long ones
+    time.sleep(0.8)
+    assert {hook.get_export(i)["status"] for i in ids} == {"DONE"}
+
+
+def test_export_cache_renders_each_file_once(emu, hook, tmp_path):
+    emu.configure(export_cache_dir=str(tmp_path))
+    export = hook.wait_for_export(hook.create_export("customer")["id"], poll_interval=0.05)
+    first = b"".join(b"".join(part.iter_bytes()) for part in hook.download_export(export["id"]))
+    cached = list(tmp_path.iterdir())
+    assert [p.name for p in cached] == [f"{export['id']}-0.csv"] and cached[0].read_bytes() == first
+    again = b"".join(b"".join(part.iter_bytes()) for part in hook.download_export(export["id"]))
+    assert again == first
+    emu.reset()
+    assert list(tmp_path.iterdir()) == []  # ids restart after a reset: stale files must not be served
+
+
 def test_admin_routes(emu, hook):
     hook.create_export("voucher")
     seen = emu.requests()

@@ -95,6 +95,19 @@ def test_bad_values_can_be_rejected_instead():
     assert "cannot read 'yesterday' as timestamp" in rejected.reasons[0]
 
 
+def test_a_record_larger_than_the_read_block_still_lands():
+    # Metadata of 3 MiB in one record: the fast path's 1 MiB blocks cannot hold it, the diagnosing path can.
+    note = "x" * (3 << 20)
+    data = HEADER + (b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{}\r\n"
+                     + f'r_2,2024-01-01T00:00:01.000Z,1,2,SUCCESS,"{{""n"": ""{note}""}}"\r\n'.encode()
+                     + b"r_3,2024-01-01T00:00:02.000Z,3,4,SUCCESS,{}\r\n")
+    with pytest.raises(NeedsDiagnosis):
+        list(TypedCsvReader(REDEMPTION, FIELDS).batches(IterStream(iter([data]))))
+    table, _ = parse(data, chunk=1 << 16)
+    assert table.column("id").to_pylist() == ["r_1", "r_2", "r_3"]
+    assert len(json.loads(table.column("metadata")[1].as_py())["n"]) == 3 << 20
+
+
 def test_wrong_column_count_is_explained():
     with pytest.raises(BadExportFileError, match="has 7 columns but the export has 6 fields"):
         parse(HEADER + b"r_1,2024-01-01T00:00:00.000Z,12,1,SUCCESS,{},extra\r\n")
@@ -175,3 +188,90 @@ def test_aborted_write_leaves_previous_data(tmp_path):
     half.abort()
     failing.abort()
     assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-a.parquet"]
+
+
+def _land(partition, schema, run: str, files: int, rows: int, barrier=None, owner=None):
+    writer = PartitionWriter(partition, schema, metadata={}, owner=owner)
+    for n in range(files):
+        part = writer.part(f"part-{run}-{n}.parquet")
+        part.write(pa.RecordBatch.from_pylist([{"id": f"{run}-{n}-{i}"} for i in range(rows)], schema=schema))
+        writer.add(part.close())
+    if barrier is not None:
+        barrier.wait()
+    return writer.commit({"run": run})
+
+
+def test_concurrent_runs_of_a_window_leave_the_last_manifest_whole(tmp_path):
+    import threading
+
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    partition = ObjectStoragePath(str(tmp_path / "redemption" / "window_start=20240101T000000Z"))
+    partition.mkdir(parents=True, exist_ok=True)
+    for round_ in range(15):
+        barrier = threading.Barrier(3)
+        threads = [threading.Thread(target=_land, args=(partition, schema, f"r{round_}{who}", 3, 5, barrier))
+                   for who in "ABC"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        manifest = json.loads((partition / MANIFEST).read_text())
+        visible = sorted(p.name for p in partition.iterdir() if not p.name.startswith((".", "_")))
+        assert visible == sorted(f["path"] for f in manifest["files"])  # nothing of the losers stays visible
+        table = ds.dataset(str(partition), format="parquet").to_table()
+        ids = table.column("id").to_pylist()
+        assert len(ids) == len(set(ids)) == 15 and {i.split("-")[0] for i in ids} == {manifest["run"]}
+        assert sorted(p.name for p in partition.iterdir() if p.name.startswith(".")) == []  # no staging left
+
+
+def test_commit_lock_waits_for_the_holder_and_breaks_a_stale_one(tmp_path, monkeypatch):
+    import threading
+    import time as clock
+
+    from voucherify_provider.landing import writer as writer_module
+
+    partition = ObjectStoragePath(str(tmp_path))
+    order: list[str] = []
+    holder = writer_module.CommitLock(partition, "holder", timeout=10)
+    holder.__enter__()
+
+    def second():
+        with writer_module.CommitLock(partition, "second", timeout=10):
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    clock.sleep(0.4)
+    order.append("holder")
+    holder.__exit__(None, None, None)
+    thread.join()
+    assert order == ["holder", "second"] and not (partition / writer_module.LOCK).exists()
+    with pytest.raises(TimeoutError, match="delete the lock file"):
+        with writer_module.CommitLock(partition, "a", timeout=1):
+            with writer_module.CommitLock(partition, "b", timeout=0.3):
+                pass
+    # A lock left by a killed process: broken once it is older than the stale limit.
+    (partition / writer_module.LOCK).write_bytes(json.dumps({"token": "dead", "at": clock.time() - 3600}).encode())
+    monkeypatch.setattr(writer_module, "STALE_LOCK_SECONDS", 60.0)
+    with writer_module.CommitLock(partition, "alive", timeout=1):
+        assert b"alive" in (partition / writer_module.LOCK).read_bytes()
+
+
+def test_a_retry_sweeps_what_its_killed_try_left_staged(tmp_path):
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    partition = ObjectStoragePath(str(tmp_path))
+    killed = PartitionWriter(partition, schema, metadata={}, owner="ti-1")
+    part = killed.part("part-x.parquet")
+    part.write(pa.RecordBatch.from_pylist([{"id": "x"}], schema=schema))
+    killed.add(part.close())  # staged, never committed: the process died here
+    other = PartitionWriter(partition, schema, metadata={}, owner="ti-2")
+    staged_by_other = other.part("part-y.parquet")
+    staged_by_other.write(pa.RecordBatch.from_pylist([{"id": "y"}], schema=schema))
+    other.add(staged_by_other.close())
+    retry = PartitionWriter(partition, schema, metadata={}, owner="ti-1")
+    assert retry.sweep_staged() == 1
+    assert [p.name[:10] for p in partition.iterdir()] == [".tmp-ti-2-"]  # only ti-2's staging remains
+    _land(partition, schema, "z", 1, 2, owner="ti-1")
+    assert sorted(p.name for p in partition.iterdir() if not p.name.startswith(".")) == [MANIFEST, "part-z-0.parquet"]
+    other.commit({"run": "y"})  # the concurrent run still commits whole, and wins as the last one
+    assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-y.parquet"]

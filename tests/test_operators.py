@@ -49,7 +49,7 @@ def land(dest, export_id, **kwargs):
         ({"fields": ["id", "vouchr_code"]}, CatalogError, "Unknown field 'vouchr_code'.*Allowed fields"),
         ({"order": "amount"}, CatalogError, "order 'amount' is not allowed for 'redemption'; allowed: id"),
         ({"exported_object": "points_expiration", "windowed": True}, VoucherifyConfigError, "set windowed=False"),
-        ({"filters": {"result": "SUCCESS"}}, VoucherifyConfigError, "must look like"),
+        ({"filters": {"result": "SUCCESS"}}, CatalogError, "must look like"),
         ({"fields": ["id", "id"]}, CatalogError, "repeat id"),
     ],
 )

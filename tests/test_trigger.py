@@ -28,11 +28,25 @@ def test_serialize_round_trip():
     assert VoucherifyExportTrigger(**kwargs).serialize() == (path, kwargs)
 
 
-def test_poll_interval_grows_to_the_cap():
+def test_poll_interval_doubles_to_the_cap():
     steps = [5.0]
     for _ in range(10):
         steps.append(next_interval(steps[-1], 120))
-    assert steps == sorted(steps) and steps[-1] == 120 and steps[1] > 5
+    assert steps[:5] == [5, 10, 20, 40, 80] and steps[-1] == 120
+
+
+def test_first_poll_waits_and_polls_are_few(hook, emu):
+    # Done at once: one poll, made only after the first interval (no wasted call at start).
+    export = hook.create_export("voucher")
+    started = time.monotonic()
+    events = run(make(export["id"], interval=0.4))
+    assert events[0]["status"] == "success" and events[0]["polls"] == 1
+    assert time.monotonic() - started >= 0.4
+    # Done after ~1 s with a 0.2 s first interval: polls at 0.2 and 1.4 s (waits grow by at least 1 s).
+    emu.configure(in_progress_seconds=1.0)
+    slow = hook.create_export("voucher")
+    events = VoucherifyExportTrigger(slow["id"], "voucherify_test", time.time() + 20, 0.2, 10.0)
+    assert [(e["status"], e["polls"]) for e in run(events)] == [("success", 2)]
 
 
 def test_success_event(hook, emu):

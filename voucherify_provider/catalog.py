@@ -11,8 +11,10 @@ Import-light on purpose (no pyarrow): DAG files import this through the operator
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class FieldType(str, Enum):
@@ -38,6 +40,15 @@ S, TS, D, M, N, B, J = (
 )
 
 METADATA_PREFIX = "metadata."
+# Condition operators of the API's FiltersCondition schema (exports.json).
+FILTER_OPERATORS = (
+    "$in", "$not_in", "$is", "$is_not", "$has_value", "$is_unknown", "$contains", "$not_contain",
+    "$starts_with", "$ends_with", "$more_than", "$less_than", "$more_than_equal", "$less_than_equal",
+    "$after", "$before", "$count", "$count_less", "$count_more", "$is_days_ago", "$is_days_in_future",
+    "$less_than_ago", "$less_than_future", "$more_than_ago", "$more_than_future",
+)
+# Timestamps every object can be filtered on, whether or not they are export columns.
+TIME_FILTER_KEYS = ("created_at", "updated_at")
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,12 @@ class ExportedObject:
         """True for a listed field or a single ``metadata.X`` property."""
         return key in self.fields or (key.startswith(METADATA_PREFIX) and len(key) > len(METADATA_PREFIX))
 
-    def validate_fields(self, keys: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    def validate_fields(self, keys: Sequence[str]) -> tuple[str, ...]:
         """Check requested fields, naming the first unknown one and the allowed set."""
+        if isinstance(keys, str):
+            raise CatalogError(f"fields must be a list of field names, got the string {keys!r}; "
+                               f"write {[k.strip() for k in keys.split(',')]!r}.")
+        keys = tuple(keys)
         if not keys:
             raise CatalogError(f"fields for {self.name!r} is empty; omit it to export the default fields.")
         for key in keys:
@@ -89,6 +104,29 @@ class ExportedObject:
         if dupes:
             raise CatalogError(f"fields for {self.name!r} repeat {', '.join(dupes)}; list each field once.")
         return tuple(keys)
+
+    def validate_filters(self, filters: Any) -> dict[str, Any]:
+        """Check ``filters``: its shape, the junction, each key a field of the object, each operator known."""
+        if not isinstance(filters, Mapping):
+            raise CatalogError("filters must be a mapping like {'result': {'conditions': {'$in': ['SUCCESS']}}}, "
+                               f"got {type(filters).__name__}.")
+        for key, spec in filters.items():
+            if key == "junction":
+                if spec not in ("and", "or"):
+                    raise CatalogError(f"filters junction must be 'and' or 'or', got {spec!r}.")
+                continue
+            if not (self.is_allowed_field(key) or key in TIME_FILTER_KEYS or key == self.window_filter):
+                raise CatalogError(f"filters: {UnknownFieldError(self, key)}")
+            conditions = spec.get("conditions") if isinstance(spec, Mapping) else None
+            if not isinstance(conditions, Mapping) or not conditions:
+                raise CatalogError(f"filters[{key!r}] must look like {{'conditions': {{'$in': [...]}}}}; got {spec!r}.")
+            for op in conditions:
+                if op not in FILTER_OPERATORS:
+                    close = difflib.get_close_matches(str(op), FILTER_OPERATORS, n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise CatalogError(f"filters[{key!r}] uses unknown operator {op!r}.{hint} "
+                                       f"Allowed: {', '.join(FILTER_OPERATORS)}.")
+        return dict(filters)
 
     def validate_order(self, order: str) -> str:
         """Check an ``order`` value against the object's allowed sort keys."""

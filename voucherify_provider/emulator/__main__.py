@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--end", type=_date, default=defaults.end, help="end of the creation dates (UTC)")
     parser.add_argument("--scheduled-seconds", type=float, default=defaults.scheduled_seconds)
     parser.add_argument("--in-progress-seconds", type=float, default=defaults.in_progress_seconds)
+    parser.add_argument("--in-progress-seconds-max", type=float, default=defaults.in_progress_seconds_max,
+                        help="draw each export's duration between --in-progress-seconds and this")
+    parser.add_argument("--export-cache-dir", default=defaults.export_cache_dir,
+                        help="render each export file once into this directory and serve it from disk")
     parser.add_argument("--rate-limit-per-minute", type=int, default=defaults.rate_limit_per_minute)
     parser.add_argument("--chunk-rows", type=int, default=defaults.chunk_rows)
     parser.add_argument("--log-level", default="warning")
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     config = EmulatorConfig(
         app_id=args.app_id, app_token=args.app_token, seed=args.seed, scale=args.scale, start=args.start,
         end=args.end, scheduled_seconds=args.scheduled_seconds, in_progress_seconds=args.in_progress_seconds,
+        in_progress_seconds_max=args.in_progress_seconds_max, export_cache_dir=args.export_cache_dir,
         rate_limit_per_minute=args.rate_limit_per_minute, chunk_rows=args.chunk_rows,
     )
     from voucherify_provider.emulator.server import build_server

@@ -26,6 +26,9 @@ class EmulatorConfig:
     # Export lifecycle: seconds spent SCHEDULED, then IN_PROGRESS, before DONE.
     scheduled_seconds: float = 0.0
     in_progress_seconds: float = 0.2
+    # When above ``in_progress_seconds``: each export's IN_PROGRESS time is drawn (seeded, uniform) between
+    # the two, as real exports of different sizes take different times.
+    in_progress_seconds_max: float = 0.0
     # Unknown in the real API (API_NOTES 4): whether $after / $before include the bound itself.
     after_inclusive: bool = False
     before_inclusive: bool = False
@@ -42,6 +45,9 @@ class EmulatorConfig:
     money_format: str = "fixed2"
     # Requests per minute; 0 disables the limiter. Headers are sent either way.
     rate_limit_per_minute: int = 0
+    # Directory where each export's CSV is rendered once and then served from disk, as the real download
+    # host serves a stored file (empty = render on every download; generation is ~20k rows/s).
+    export_cache_dir: str = ""
 
     # Random faults, deterministic for a given seed and request sequence (probabilities 0..1).
     fault_rate_5xx: float = 0.0
@@ -52,9 +58,9 @@ class EmulatorConfig:
     fault_rate_export_error: float = 0.0
 
     MUTABLE_AT_RUNTIME = (
-        "scheduled_seconds", "in_progress_seconds", "after_inclusive", "before_inclusive",
+        "scheduled_seconds", "in_progress_seconds", "in_progress_seconds_max", "after_inclusive", "before_inclusive",
         "download_token_ttl_seconds", "download_base_url", "chunk_rows", "csv_headers", "money_format",
-        "rate_limit_per_minute",
+        "rate_limit_per_minute", "export_cache_dir",
         "fault_rate_5xx", "fault_rate_429", "fault_rate_slow", "slow_seconds", "fault_rate_truncate",
         "fault_rate_export_error",
     )

@@ -29,6 +29,7 @@ class Fault:
     delay: float = 0.0  # sleep before answering
     truncate: bool = False  # downloads: cut the body off half-way
     export_error: bool = False  # create_export: the export ends in ERROR
+    body_base64: str | None = None  # downloads: serve these bytes instead of the export file (broken files)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:

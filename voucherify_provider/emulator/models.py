@@ -10,16 +10,23 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from voucherify_provider import catalog
 from voucherify_provider.emulator.config import EmulatorConfig
-from voucherify_provider.emulator.dataset import Dataset, _mix, _tag, field_value, iso_ms, render_value, to_ms
+from voucherify_provider.emulator.dataset import MASK, Dataset, _mix, _tag, field_value, iso_ms, render_value, to_ms
 from voucherify_provider.emulator.filters import FilterError, compile_filters, parse_time
 
 EXPORT_LIST_ORDERS = ("created_at", "-created_at", "status", "-status")
 ORDER_STATUSES = ("CREATED", "PAID", "CANCELED", "FULFILLED")
 CSV_BUFFER = 256 * 1024
+
+
+def _read_file(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            yield chunk
 
 
 class ApiFailure(Exception):
@@ -60,13 +67,16 @@ class ExportRecord:
     fails: bool = False
     tokens: list[tuple[str, float]] = field(default_factory=list)
     row_count: int | None = None
+    # Where in [in_progress_seconds, in_progress_seconds_max] this export's duration falls (0..1).
+    duration_draw: float = 0.0
 
     def status(self, config: EmulatorConfig, now: float) -> str:
         """Status as time passes: SCHEDULED -> IN_PROGRESS -> DONE (or ERROR)."""
         age = now - self.created_monotonic
         if age < config.scheduled_seconds:
             return "SCHEDULED"
-        if age < config.scheduled_seconds + config.in_progress_seconds:
+        spread = max(0.0, config.in_progress_seconds_max - config.in_progress_seconds)
+        if age < config.scheduled_seconds + config.in_progress_seconds + spread * self.duration_draw:
             return "IN_PROGRESS"
         return "ERROR" if self.fails else "DONE"
 
@@ -90,6 +100,11 @@ class Backend:
             self.request_log: list[dict[str, Any]] = []
             self.issued_tokens: list[str] = []
             self._counter = itertools.count(1)
+            # Ids restart after a reset, so files rendered for the old exports must go.
+            for path in getattr(self, "_rendered", []):
+                path.unlink(missing_ok=True)
+            self._rendered: list[Path] = []
+            self._render_lock = threading.Lock()
 
     def log_request(self, route: str, method: str, path: str, status: int) -> None:
         """Record a served request (admin routes excluded) for tests to inspect."""
@@ -141,10 +156,12 @@ class Backend:
         except FilterError as err:
             raise invalid_payload(str(err)) from None
         with self.lock:
+            export_id = self._new_id("exp_")
             record = ExportRecord(
-                id=self._new_id("exp_"), exported_object=name,
+                id=export_id, exported_object=name,
                 parameters={k: params[k] for k in ("order", "fields", "filters") if k in params},
                 created_monotonic=time.monotonic(), created_at_ms=now_ms(), fails=fails,
+                duration_draw=_mix(self.config.seed, int(export_id[-8:], 16), 11) / MASK,
             )
             self.exports[record.id] = record
             # The create answer is an ExportScheduledBase: always SCHEDULED, and ``user_id`` a required
@@ -245,6 +262,26 @@ class Backend:
         if record.row_count is None:
             record.row_count = sum(1 for _ in self._matching_indexes(record))
         return max(1, -(-record.row_count // self.config.chunk_rows))
+
+    def export_file(self, record: ExportRecord, part: int) -> Iterator[bytes]:
+        """What the download host serves: rendered on the fly, or once into ``export_cache_dir`` then read.
+
+        A generator, so the rendering happens while the response streams (in the server's thread pool).
+        """
+        if not self.config.export_cache_dir:
+            yield from self.csv_stream(record, part)
+            return
+        path = Path(self.config.export_cache_dir) / f"{record.id}-{part}.csv"
+        with self._render_lock:  # one rendering per file, even when downloads race
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                with tmp.open("wb") as out:
+                    for chunk in self.csv_stream(record, part):
+                        out.write(chunk)
+                tmp.rename(path)
+                self._rendered.append(path)
+        yield from _read_file(path)
 
     def csv_stream(self, record: ExportRecord, part: int) -> Iterator[bytes]:
         """The CSV file (or one part of it) in buffers of about 256 KiB."""

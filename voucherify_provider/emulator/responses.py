@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -144,7 +145,9 @@ def create_app(backend: Backend) -> FastAPI:
             part = _int_param(request, "part", 0, 0, 1_000_000)
             if part >= backend.part_count(record):
                 raise ApiFailure(404, "not_found", "Resource not found", f"Export {export_id} has no part {part}")
-            stream = backend.csv_stream(record, part)
+            if fault and fault.body_base64 is not None:
+                return Response(base64.b64decode(fault.body_base64), media_type="text/plain; charset=utf-8")
+            stream = backend.export_file(record, part)
             if fault and fault.truncate:
                 stream = _truncated(stream)
             return StreamingResponse(stream, media_type="text/plain; charset=utf-8")

@@ -256,8 +256,9 @@ class RetryPolicy:
 
 
 def next_interval(current: float, cap: float) -> float:
-    """Poll interval growth: from a few seconds towards ``cap``, so long exports cost few calls."""
-    return min(cap, max(current * 1.5, current + 1.0))
+    """Poll interval growth: doubling towards ``cap``, so an export of any length costs a few calls (a
+    wait of T seconds takes about log2(T / first interval) polls)."""
+    return min(cap, max(current * 2.0, current + 1.0))
 
 
 def server_wait_hint(headers: Mapping[str, str], now: float | None = None) -> float | None:

@@ -56,11 +56,9 @@ def export_parameters(
     if order is not None:
         params["order"] = obj.validate_order(order)
     if fields is not None:
-        params["fields"] = list(obj.validate_fields(tuple(fields)))
-    if filters:
-        if not isinstance(filters, Mapping):
-            raise VoucherifyConfigError(f"filters must be a mapping, got {type(filters).__name__}.")
-        params["filters"] = dict(filters)
+        params["fields"] = list(obj.validate_fields(fields))
+    if filters is not None:
+        params["filters"] = obj.validate_filters(filters)
     return params
 
 

@@ -18,6 +18,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from voucherify_provider import CONN_TYPE, DEFAULT_CONN_ID
 from voucherify_provider.errors import (
     VoucherifyApiError,
+    VoucherifyConfigError,
     VoucherifyDownloadError,
     VoucherifyError,
     VoucherifyExportFailedError,
@@ -72,6 +73,20 @@ def settings_from_connection(conn: Connection) -> ConnectionSettings:
     mask_secret(settings.app_token)
     install_log_redaction()
     return settings
+
+
+def missing_connection(conn_id: str) -> VoucherifyConfigError:
+    """The error for a connection id Airflow does not know, with how to create it."""
+    env = f"AIRFLOW_CONN_{conn_id.upper()}"
+    return VoucherifyConfigError(
+        f"Connection {conn_id!r} is not defined. Create it with conn type 'voucherify' (UI: Admin > Connections, "
+        f"or the {env} environment variable), or pass the voucherify_conn_id of an existing one."
+    )
+
+
+def is_not_found(err: BaseException) -> bool:
+    """Whether Airflow raised its 'connection not found' error (imported lazily by name)."""
+    return type(err).__name__ == "AirflowNotFoundException"
 
 
 def export_urls(export: Mapping[str, Any]) -> list[str]:
@@ -154,7 +169,13 @@ class VoucherifyHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection's validated settings (read once per hook)."""
-        return settings_from_connection(self.get_connection(self.voucherify_conn_id))
+        try:
+            conn = self.get_connection(self.voucherify_conn_id)
+        except Exception as err:
+            if is_not_found(err):
+                raise missing_connection(self.voucherify_conn_id) from None
+            raise
+        return settings_from_connection(conn)
 
     @cached_property
     def session(self) -> requests.Session:

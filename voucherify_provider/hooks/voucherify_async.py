@@ -16,7 +16,13 @@ from airflow.sdk import BaseHook
 from voucherify_provider import CONN_TYPE, DEFAULT_CONN_ID
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import ApiRequest, CallAttempts, ConnectionSettings, RateLimitState, RetryPolicy
-from voucherify_provider.hooks.voucherify import ExportStatus, mask_export_tokens, settings_from_connection
+from voucherify_provider.hooks.voucherify import (
+    ExportStatus,
+    is_not_found,
+    mask_export_tokens,
+    missing_connection,
+    settings_from_connection,
+)
 
 
 class VoucherifyAsyncHook(BaseHook):
@@ -43,7 +49,13 @@ class VoucherifyAsyncHook(BaseHook):
     async def get_settings(self) -> ConnectionSettings:
         """The connection's validated settings, read once."""
         if self._settings is None:
-            self._settings = settings_from_connection(await self.aget_connection(self.voucherify_conn_id))
+            try:
+                conn = await self.aget_connection(self.voucherify_conn_id)
+            except Exception as err:
+                if is_not_found(err):
+                    raise missing_connection(self.voucherify_conn_id) from None
+                raise
+            self._settings = settings_from_connection(conn)
         return self._settings
 
     async def _send(self, request: ApiRequest) -> Any:

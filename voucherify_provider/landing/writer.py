@@ -2,14 +2,15 @@
 
 Protocol, for local disks and object stores alike:
 
-1. each data file is written under a hidden temporary name (``.tmp-...``, which pyarrow.dataset, Spark
-   and a ``*.parquet`` glob all skip) and renamed into place only when complete, so no reader ever sees
-   a half-written file;
-2. ``_manifest.json`` is written last (same temp-then-rename) and lists the files of this run with their
-   rows, bytes and sha256: readers that trust the manifest see the old window or the new one, whole;
-3. files of earlier runs that the new manifest does not list are then removed, so re-running a window
-   leaves no duplicates or leftovers. On failure, this run's temporary and new files are removed and the
-   previous manifest stays in force.
+1. each data file is staged under a hidden name (``.tmp-<owner>-...``, which pyarrow.dataset, Spark and
+   a ``*.parquet`` glob all skip) until the whole run is written, so no reader sees a partial run;
+2. the commit happens under the partition's commit lock (``_commit.lock``, created exclusively: ``xb``,
+   a conditional put on S3): staged files are renamed into place, ``_manifest.json`` is written last and
+   lists them with rows, bytes and sha256, and every visible file the manifest does not list is removed.
+   Commits of the same window never interleave, so when two runs land it at once the last committed
+   manifest wins whole and nothing of the other run stays visible;
+3. on failure this run's staged files are removed and the previous manifest stays in force; a retry
+   of the same task instance (same ``owner``) also sweeps what a killed earlier try left staged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -27,17 +30,24 @@ from airflow.sdk import ObjectStoragePath
 
 MANIFEST = "_manifest.json"
 TMP_PREFIX = ".tmp-"
-ROW_GROUP_ROWS = 256_000
+LOCK = "_commit.lock"
+# A commit takes seconds; a lock older than this was left by a killed process.
+STALE_LOCK_SECONDS = 600.0
+# Staged files this old belong to a run that died and was never retried.
+STALE_STAGING_SECONDS = 86_400.0
+log = logging.getLogger(__name__)
+ROW_GROUP_ROWS = 64_000
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One committed file, as the manifest lists it."""
+    """One file of a run, as the manifest lists it, and its staged (hidden) name until the commit."""
 
     path: str
     rows: int
     bytes: int
     sha256: str
+    staged: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The manifest's view of the file."""
@@ -64,12 +74,13 @@ class _HashingSink(io.RawIOBase):
 
 
 class PartWriter:
-    """Writes one Parquet file from batches, buffering them into row groups of about 256k rows."""
+    """Writes one Parquet file from batches, buffering them into row groups (64k rows by default: the
+    buffered row group is most of a landing's memory, and DuckDB's own default is 122,880 rows)."""
 
     def __init__(self, partition: ObjectStoragePath, name: str, schema: pa.Schema,
-                 metadata: dict[str, str], row_group_rows: int) -> None:
-        self.final = partition / name
-        self.temp = partition / f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}"
+                 metadata: dict[str, str], row_group_rows: int, owner: str) -> None:
+        self.name = name
+        self.temp = partition / f"{TMP_PREFIX}{owner}-{uuid.uuid4().hex[:8]}-{name}"
         self._handle = self.temp.open("wb")
         self._sink = _HashingSink(self._handle)
         extra = {k.encode(): v.encode() for k, v in metadata.items()}
@@ -97,12 +108,11 @@ class PartWriter:
         self._buffer, self._buffered = [], 0
 
     def close(self) -> FileEntry:
-        """Finish the file (an empty one still carries the full schema) and move it into place."""
+        """Finish the file (an empty one still carries the full schema); it stays staged until commit."""
         self._flush()
         self._writer.close()
         self._handle.close()
-        self.temp.rename(self.final)
-        return FileEntry(self.final.name, self.rows, self._sink.size, self._sink.sha256.hexdigest())
+        return FileEntry(self.name, self.rows, self._sink.size, self._sink.sha256.hexdigest(), self.temp.name)
 
     def abort(self) -> None:
         """Drop the temporary file."""
@@ -131,55 +141,133 @@ def ensure_writable(partition: ObjectStoragePath) -> None:
 
 
 class PartitionWriter:
-    """Lands the files of one export into one partition, atomically replacing the previous run's."""
+    """Lands the files of one run into one partition, atomically replacing the previous run's.
+
+    :param owner: names this run's staged files; pass the same value on a retry of the same task instance
+        (see :meth:`sweep_staged`) so a killed try's leftovers are removed. Default: random.
+    """
 
     def __init__(self, partition: ObjectStoragePath, schema: pa.Schema, *, metadata: dict[str, str],
-                 row_group_rows: int = ROW_GROUP_ROWS) -> None:
+                 row_group_rows: int = ROW_GROUP_ROWS, owner: str | None = None,
+                 lock_timeout: float = 900.0) -> None:
         self.partition = partition
         self.schema = schema
         self.metadata = metadata
         self.row_group_rows = row_group_rows
+        self.owner = owner or uuid.uuid4().hex[:12]
+        self.lock_timeout = lock_timeout
         self.entries: list[FileEntry] = []
         self.extra_files: list[FileEntry] = []
 
+    def sweep_staged(self) -> int:
+        """Remove files staged under this owner by an earlier, killed try; return how many."""
+        mine = [c for c in self.partition.iterdir() if c.name.startswith(f"{TMP_PREFIX}{self.owner}-")]
+        for child in mine:
+            child.unlink(missing_ok=True)
+        return len(mine)
+
     def part(self, name: str) -> PartWriter:
         """A writer for one data file of this run."""
-        return PartWriter(self.partition, name, self.schema, self.metadata, self.row_group_rows)
+        return PartWriter(self.partition, name, self.schema, self.metadata, self.row_group_rows, self.owner)
 
     def add(self, entry: FileEntry) -> None:
         """Record a completed data file."""
         self.entries.append(entry)
 
     def write_side_file(self, name: str, data: bytes) -> FileEntry:
-        """Write a non-Parquet file of this run (e.g. rejected rows), temp-then-rename."""
-        final, temp = self.partition / name, self.partition / f"{TMP_PREFIX}{uuid.uuid4().hex}-{name}"
-        with temp.open("wb") as handle:
+        """Stage a non-Parquet file of this run (e.g. rejected rows); it is committed with the data."""
+        staged = self.partition / f"{TMP_PREFIX}{self.owner}-{uuid.uuid4().hex[:8]}-{name}"
+        with staged.open("wb") as handle:
             handle.write(data)
-        temp.rename(final)
-        entry = FileEntry(name, -1, len(data), hashlib.sha256(data).hexdigest())
+        entry = FileEntry(name, -1, len(data), hashlib.sha256(data).hexdigest(), staged.name)
         self.extra_files.append(entry)
         return entry
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Write the manifest last, then remove what earlier runs left; return the manifest."""
+        """Under the commit lock: files into place, manifest last, everything else visible removed."""
         manifest = {**manifest, "rows": sum(e.rows for e in self.entries),
                     "files": [e.as_json() for e in self.entries]}
         if self.extra_files:
             manifest["side_files"] = [e.as_json() for e in self.extra_files]
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        temp = self.partition / f"{TMP_PREFIX}{uuid.uuid4().hex}-{MANIFEST}"
-        with temp.open("wb") as handle:
-            handle.write(body)
-        temp.rename(self.partition / MANIFEST)
-        keep = {MANIFEST, *(e.path for e in self.entries), *(e.path for e in self.extra_files)}
-        for child in self.partition.iterdir():
-            if child.name not in keep and not child.name.startswith(TMP_PREFIX):
-                child.unlink()
+        with CommitLock(self.partition, self.owner, self.lock_timeout):
+            for entry in [*self.entries, *self.extra_files]:
+                (self.partition / entry.staged).rename(self.partition / entry.path)
+            temp = self.partition / f"{TMP_PREFIX}{self.owner}-{uuid.uuid4().hex[:8]}-{MANIFEST}"
+            with temp.open("wb") as handle:
+                handle.write(body)
+            temp.rename(self.partition / MANIFEST)
+            self._remove_unlisted({MANIFEST, LOCK, *(e.path for e in [*self.entries, *self.extra_files])})
         return manifest
 
+    def _remove_unlisted(self, keep: set[str]) -> None:
+        now = time.time()
+        for child in self.partition.iterdir():
+            if child.name in keep:
+                continue
+            if child.name.startswith(TMP_PREFIX):
+                # Another run's staging is its own business, unless that run died long ago.
+                if now - _mtime(child, now) < STALE_STAGING_SECONDS:
+                    continue
+            child.unlink(missing_ok=True)
+
     def abort(self) -> None:
-        """Remove the data files this run already moved into place (the old manifest stays valid)."""
+        """Remove this run's staged files (nothing of it was visible; the old manifest stays valid)."""
         for entry in [*self.entries, *self.extra_files]:
-            target = self.partition / entry.path
-            if target.exists():
-                target.unlink()
+            (self.partition / entry.staged).unlink(missing_ok=True)
+
+
+def _mtime(path: ObjectStoragePath, default: float) -> float:
+    try:
+        info = path.stat()
+    except OSError:
+        return default
+    value = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if value is None:
+        return default
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+class CommitLock:
+    """An exclusive lock file in the partition, so commits of the same window never interleave.
+
+    Created with mode ``xb`` (O_EXCL on local disks, a conditional put on S3); a lock older than
+    ``STALE_LOCK_SECONDS`` was left by a killed process and is broken.
+    """
+
+    def __init__(self, partition: ObjectStoragePath, owner: str, timeout: float) -> None:
+        self.path, self.owner, self.timeout = partition / LOCK, owner, timeout
+        self.token = f"{owner}-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> CommitLock:
+        deadline, waited = time.monotonic() + self.timeout, False
+        while True:
+            try:
+                with self.path.open("xb") as handle:
+                    handle.write(json.dumps({"token": self.token, "at": time.time()}).encode())
+                return self
+            except FileExistsError:
+                holder = self._holder()
+                if holder and time.time() - float(holder.get("at", 0)) > STALE_LOCK_SECONDS:
+                    log.warning("Breaking a stale commit lock in %s (left by %s)", self.path.parent, holder["token"])
+                    self.path.unlink(missing_ok=True)
+                    continue
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"Another run has been committing {self.path.parent} for over {self.timeout:.0f}s "
+                        f"(lock {self.path}); if no run is landing this window, delete the lock file.") from None
+                if not waited:
+                    log.info("Another run is committing %s; waiting for its commit lock", self.path.parent)
+                    waited = True
+                time.sleep(0.1)
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.path.read_bytes()))
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc: object) -> None:
+        holder = self._holder()
+        if holder is not None and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)

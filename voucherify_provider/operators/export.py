@@ -117,7 +117,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
                 f"window_start/window_end were given but this {obj.name} export is a snapshot "
                 f"({'the object cannot be windowed' if not obj.windowable else 'windowed=False'})."
             )
-        fields = list(self.fields) if self.fields is not None else list(obj.default_fields)
+        fields = list(obj.validate_fields(self.fields)) if self.fields is not None else list(obj.default_fields)
         if windowed and obj.created_field and obj.created_field not in fields:
             fields.append(obj.created_field)  # the landing step places every row by it
         filters = merge_filters(self.filters, window if windowed else None)

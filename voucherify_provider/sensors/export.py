@@ -25,7 +25,8 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
 
     The wait between pokes grows from ``poke_interval`` towards ``max_wait`` (exponential backoff), so a
     long export costs few API calls. With ``deferrable=True`` (default: ``[operators] default_deferrable``)
-    the wait happens in the triggerer through :class:`VoucherifyExportTrigger`.
+    the wait happens in the triggerer through :class:`VoucherifyExportTrigger`, whose first check comes
+    ``poke_interval`` after the task starts.
 
     :param export_id: the export to wait for (templated; usually the create task's XCom).
     :param voucherify_conn_id: the ``voucherify`` connection.
@@ -61,8 +62,8 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         """Defer to the trigger, or poke; a timeout says how long it waited and the last status."""
         if self.deferrable:
-            if self.poke(context):
-                return self.export_id
+            # No check before deferring: the export was usually created seconds ago, and every call counts
+            # against the rate limit; the trigger's first poll comes after ``poke_interval``.
             from voucherify_provider.triggers.export import VoucherifyExportTrigger
 
             max_wait = self.max_wait.total_seconds() if self.max_wait else 120.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from voucherify_provider import DEFAULT_CONN_ID, __version__, catalog
-from voucherify_provider.errors import VoucherifyConfigError, VoucherifyDownloadError
+from voucherify_provider.errors import VoucherifyConfigError, VoucherifyDownloadError, VoucherifyNotFoundError
 from voucherify_provider.operators._common import fail_task, is_templated
 from voucherify_provider.window import Window
 
@@ -25,10 +26,33 @@ if TYPE_CHECKING:
 
 
 def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) -> ObjectStoragePath:
-    """The destination base as an ObjectStoragePath (local path, file://, s3://, any fsspec scheme)."""
+    """The destination base as an ObjectStoragePath (local path, file://, s3://, any fsspec scheme).
+
+    A destination connection that does not exist is an error here: the filesystem would otherwise fall
+    back silently to whatever default credentials the worker has.
+    """
     if isinstance(destination, ObjectStoragePath):
         return destination
-    return ObjectStoragePath(str(destination), conn_id=conn_id)
+    if not str(destination).strip():
+        raise VoucherifyConfigError("destination is empty; give a local path or a URL such as s3://bucket/prefix.")
+    if conn_id:
+        from airflow.sdk import BaseHook
+
+        try:
+            BaseHook.get_connection(conn_id)
+        except Exception as err:
+            if type(err).__name__ != "AirflowNotFoundException":
+                raise
+            raise VoucherifyConfigError(
+                f"destination_conn_id {conn_id!r} is not defined. Create it (Admin > Connections, or "
+                f"AIRFLOW_CONN_{conn_id.upper()}), or leave destination_conn_id unset to use the worker's "
+                "default credentials.") from None
+    try:
+        return ObjectStoragePath(str(destination), conn_id=conn_id)
+    except ValueError as err:
+        raise VoucherifyConfigError(
+            f"destination {str(destination)!r}: {err}. Use a local path or a URL whose filesystem is installed "
+            "(file://, s3:// with apache-airflow-providers-amazon[s3fs], gs://, abfs://...).") from None
 
 
 def asset_for(destination: str, exported_object: str) -> Asset:
@@ -74,6 +98,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     :param on_bad_value: ``fail`` (default) or ``reject``: set unparseable rows aside in
         ``rejected-<export_id>.csv`` beside the data.
     :param max_download_attempts: tries per file when a download breaks off.
+    :param row_group_rows: rows per Parquet row group (default 64,000); the buffered row group is most
+        of the task's memory.
     """
 
     template_fields: Sequence[str] = (
@@ -94,7 +120,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         voucherify_conn_id: str = DEFAULT_CONN_ID,
         on_bad_value: str = "fail",
         max_download_attempts: int = 3,
-        row_group_rows: int = 256_000,
+        row_group_rows: int | None = None,
         progress_every_seconds: float = 30.0,
         **kwargs: Any,
     ) -> None:
@@ -133,13 +159,20 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Download, type, write and commit; return the manifest."""
         from voucherify_provider.landing.typed_csv import arrow_schema
-        from voucherify_provider.landing.writer import PartitionWriter, ensure_writable
+        from voucherify_provider.landing.writer import ROW_GROUP_ROWS, PartitionWriter, ensure_writable
 
         window = self._window(context)
-        base = destination_path(self.destination, self.destination_conn_id)
+        try:
+            base = destination_path(self.destination, self.destination_conn_id)
+        except VoucherifyConfigError as err:
+            fail_task(str(err))
         if self.exported_object:  # prove the destination is writable before spending API calls
             ensure_writable(base / self.exported_object / window.partition)
-        export = self.hook.get_export(self.export_id)
+        try:
+            export = self.hook.get_export(self.export_id)
+        except VoucherifyNotFoundError as err:
+            fail_task(f"Export {self.export_id} does not exist (deleted, expired, or created with another "
+                      f"connection); clear the create task to export again. ({err})")
         obj = self._object_of(export)
         fields = list((export.get("parameters") or {}).get("fields") or obj.default_fields)
         windowed = self._check_window(export, window)
@@ -147,8 +180,10 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                     "voucherify.window_start": window.start.isoformat(),
                     "voucherify.window_end": window.end.isoformat()}
         writer = PartitionWriter(base / obj.name / window.partition, arrow_schema(obj, fields), metadata=metadata,
-                                 row_group_rows=self.row_group_rows)
+                                 row_group_rows=self.row_group_rows or ROW_GROUP_ROWS, owner=staging_owner(context))
         ensure_writable(writer.partition)
+        if swept := writer.sweep_staged():
+            self.log.info("Removed %d file(s) an earlier try of this task left staged", swept)
         try:
             manifest = self._land(export, obj, fields, window, windowed, writer)
         except BaseException:
@@ -279,6 +314,16 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             outputs=[Dataset(namespace=getattr(partition, "namespace", partition.protocol or "file"),
                              name=str(partition.key if hasattr(partition, "key") else partition))],
         )
+
+
+def staging_owner(context: Context) -> str | None:
+    """Same for every try of one task instance (so a retry finds a killed try's staged files), different
+    for any other run; None outside a task run."""
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    identity = f"{ti.dag_id}\x00{ti.run_id}\x00{ti.task_id}\x00{getattr(ti, 'map_index', -1)}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 def run_token() -> str:

@@ -19,6 +19,9 @@ SUCCESS, EXPORT_ERROR, NOT_FOUND, TIMEOUT, FAILED = "success", "export_error", "
 class VoucherifyExportTrigger(BaseTrigger):
     """Poll an export with the async hook until it leaves SCHEDULED/IN_PROGRESS or time runs out.
 
+    The first poll comes ``poll_interval`` after the trigger starts, the waits then double (up to
+    ``max_poll_interval``), and the last poll falls on ``end_time``.
+
     :param export_id: the export to wait for.
     :param voucherify_conn_id: connection to use.
     :param end_time: ``time.time()`` after which to give up (event ``timeout``).
@@ -50,6 +53,8 @@ class VoucherifyExportTrigger(BaseTrigger):
         hook = VoucherifyAsyncHook(self.voucherify_conn_id)
         interval, status, polls = self.poll_interval, "UNKNOWN", 0
         while True:
+            # Wait first: the export was just created or just checked, so an immediate poll is a wasted call.
+            await asyncio.sleep(max(0.0, min(interval, self.end_time - time.time())))
             try:
                 polls += 1
                 status = (await hook.get_export_status(self.export_id)).value
@@ -73,11 +78,10 @@ class VoucherifyExportTrigger(BaseTrigger):
                 if status == "ERROR":
                     yield self._event(EXPORT_ERROR, status, polls, f"Export {self.export_id} ended in ERROR.")
                     return
-            if time.time() + interval > self.end_time:
+            if time.time() >= self.end_time:
                 yield self._event(TIMEOUT, status, polls, f"Export {self.export_id} still {status} when the wait "
                                   "ran out.")
                 return
-            await asyncio.sleep(interval)
             interval = next_interval(interval, self.max_poll_interval)
 
     def _event(self, outcome: str, status: str, polls: int, message: str) -> TriggerEvent:

@@ -1,0 +1,24 @@
+"""Runs one benchmark engine in a fresh process and returns its JSON report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_engine(engine: str, source: str | Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One run of ``benchmarks.engines`` (its own process, so peak RSS is its own); its report."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as out:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.engines", engine, str(source), out],
+                              capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                              env={**os.environ, **(env or {})})
+        if done.returncode != 0:
+            raise RuntimeError(f"{engine} failed: {done.stderr[-2000:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
