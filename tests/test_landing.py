@@ -190,6 +190,32 @@ def test_aborted_write_leaves_previous_data(tmp_path):
     assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-a.parquet"]
 
 
+def test_a_commit_failing_half_way_is_undone(tmp_path, monkeypatch):
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    partition = ObjectStoragePath(str(tmp_path))
+    _land(partition, schema, "old", 1, 1)
+    failing = PartitionWriter(partition, schema, metadata={})
+    for n in range(2):
+        part = failing.part(f"part-new-{n}.parquet")
+        part.write(pa.RecordBatch.from_pylist([{"id": f"new-{n}"}], schema=schema))
+        failing.add(part.close())
+    real_rename, calls = type(partition).rename, []
+
+    def rename_then_fail(self, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(type(partition), "rename", rename_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        failing.commit({"run": "new"})
+    monkeypatch.undo()
+    failing.abort()
+    assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-old-0.parquet"]
+    assert json.loads((partition / MANIFEST).read_text())["run"] == "old"
+
+
 def _land(partition, schema, run: str, files: int, rows: int, barrier=None, owner=None):
     writer = PartitionWriter(partition, schema, metadata={}, owner=owner)
     for n in range(files):
@@ -255,6 +281,10 @@ def test_commit_lock_waits_for_the_holder_and_breaks_a_stale_one(tmp_path, monke
     monkeypatch.setattr(writer_module, "STALE_LOCK_SECONDS", 60.0)
     with writer_module.CommitLock(partition, "alive", timeout=1):
         assert b"alive" in (partition / writer_module.LOCK).read_bytes()
+    # A fresh lock left by an earlier try of the same task (killed mid-commit): broken at once.
+    (partition / writer_module.LOCK).write_bytes(json.dumps({"token": "ti-7-0001", "at": clock.time()}).encode())
+    with writer_module.CommitLock(partition, "ti-7", timeout=1):
+        assert b"ti-7-" in (partition / writer_module.LOCK).read_bytes()
 
 
 def test_a_retry_sweeps_what_its_killed_try_left_staged(tmp_path):

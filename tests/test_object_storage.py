@@ -80,3 +80,18 @@ def test_lands_on_s3_and_reruns_replace(emu, hook, s3):
 
     body = s3.cat(f"{partition}/{second['files'][0]['path']}")
     assert hashlib.sha256(body).hexdigest() == second["files"][0]["sha256"]
+
+
+def test_commit_lock_is_exclusive_on_s3(s3):
+    from airflow.sdk import ObjectStoragePath
+
+    from voucherify_provider.landing.writer import LOCK, CommitLock
+
+    partition = ObjectStoragePath("s3://lake/locks/window_start=20240102T000000Z/", conn_id="aws_lake")
+    with CommitLock(partition, "first", timeout=5):
+        assert s3.exists(f"lake/locks/window_start=20240102T000000Z/{LOCK}")
+        # A conditional put (If-None-Match: *) refuses a second holder: it waits, then times out.
+        with pytest.raises(TimeoutError, match="delete the lock file"):
+            with CommitLock(partition, "second", timeout=0.5):
+                pass
+    assert not s3.exists(f"lake/locks/window_start=20240102T000000Z/{LOCK}")

@@ -158,10 +158,11 @@ class PartitionWriter:
         self.lock_timeout = lock_timeout
         self.entries: list[FileEntry] = []
         self.extra_files: list[FileEntry] = []
+        self.committed = False
 
     def sweep_staged(self) -> int:
         """Remove files staged under this owner by an earlier, killed try; return how many."""
-        mine = [c for c in self.partition.iterdir() if c.name.startswith(f"{TMP_PREFIX}{self.owner}-")]
+        mine = [c for c in _children(self.partition) if c.name.startswith(f"{TMP_PREFIX}{self.owner}-")]
         for child in mine:
             child.unlink(missing_ok=True)
         return len(mine)
@@ -197,12 +198,13 @@ class PartitionWriter:
             with temp.open("wb") as handle:
                 handle.write(body)
             temp.rename(self.partition / MANIFEST)
+            self.committed = True
             self._remove_unlisted({MANIFEST, LOCK, *(e.path for e in [*self.entries, *self.extra_files])})
         return manifest
 
     def _remove_unlisted(self, keep: set[str]) -> None:
         now = time.time()
-        for child in self.partition.iterdir():
+        for child in _children(self.partition):
             if child.name in keep:
                 continue
             if child.name.startswith(TMP_PREFIX):
@@ -212,9 +214,20 @@ class PartitionWriter:
             child.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        """Remove this run's staged files (nothing of it was visible; the old manifest stays valid)."""
+        """Remove this run's files: staged ones, and those a failed commit already moved into place (their
+        names are this run's own), so the previous manifest stays valid and whole."""
         for entry in [*self.entries, *self.extra_files]:
             (self.partition / entry.staged).unlink(missing_ok=True)
+            if not self.committed:
+                (self.partition / entry.path).unlink(missing_ok=True)
+
+
+def _children(folder: ObjectStoragePath) -> list[ObjectStoragePath]:
+    """A folder's entries; none when it does not exist (object stores have no empty folders)."""
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _mtime(path: ObjectStoragePath, default: float) -> float:
@@ -231,8 +244,9 @@ def _mtime(path: ObjectStoragePath, default: float) -> float:
 class CommitLock:
     """An exclusive lock file in the partition, so commits of the same window never interleave.
 
-    Created with mode ``xb`` (O_EXCL on local disks, a conditional put on S3); a lock older than
-    ``STALE_LOCK_SECONDS`` was left by a killed process and is broken.
+    Created with mode ``xb`` (O_EXCL on local disks, a conditional put on S3). A lock left by an earlier
+    try of the same task (same ``owner``), or older than ``STALE_LOCK_SECONDS``, was left by a killed
+    process and is broken.
     """
 
     def __init__(self, partition: ObjectStoragePath, owner: str, timeout: float) -> None:
@@ -248,7 +262,9 @@ class CommitLock:
                 return self
             except FileExistsError:
                 holder = self._holder()
-                if holder and time.time() - float(holder.get("at", 0)) > STALE_LOCK_SECONDS:
+                # Left by an earlier try of this very task (killed mid-commit), or by a process long dead.
+                mine = holder is not None and str(holder.get("token", "")).startswith(f"{self.owner}-")
+                if holder and (mine or time.time() - float(holder.get("at", 0)) > STALE_LOCK_SECONDS):
                     log.warning("Breaking a stale commit lock in %s (left by %s)", self.path.parent, holder["token"])
                     self.path.unlink(missing_ok=True)
                     continue
