@@ -26,9 +26,8 @@ def landed(warehouse: Path, obj: str) -> dict[str, list[str]]:
 
 
 def assert_matches_ground_truth(emulator: Any, warehouse: Path, obj: str, days: list[str], end: str) -> int:
-    """Every day's partition equals the emulator's records created that day; no id in two windows.
-
-    Returns the number of rows checked."""
+    """Every day's partition equals the emulator's records created that day; where the id is a unique key
+    (not publications' voucher code, which repeats), no id is in two windows. Returns the rows checked."""
     partitions = landed(warehouse, obj)
     assert sorted(partitions) == [f"window_start={d.replace('-', '')}T000000Z" for d in days]
     all_ids: list[str] = []
@@ -39,7 +38,8 @@ def assert_matches_ground_truth(emulator: Any, warehouse: Path, obj: str, days: 
         ids = partitions[f"window_start={day.replace('-', '')}T000000Z"]
         assert ids == sorted(truth["ids"]), (obj, day)
         all_ids.extend(ids)
-    assert len(all_ids) == len(set(all_ids)), obj  # no record landed twice
+    if ID_FIELD.get(obj, "id") == "id":
+        assert len(all_ids) == len(set(all_ids)), obj  # no record landed twice
     return len(all_ids)
 
 
