@@ -138,3 +138,9 @@ class VoucherifyExportTimeoutError(VoucherifyError):
             f"Export {export_id} was still {last_status} after waiting {waited:.0f}s; raise the timeout if "
             "exports of this size take longer, or check Voucherify's status page."
         )
+
+
+def is_connection_not_found(err: BaseException) -> bool:
+    """Whether Airflow raised its "connection not found" error (matched by name: importing Airflow's
+    exception modules here would cost every DAG parse)."""
+    return type(err).__name__ == "AirflowNotFoundException"

@@ -24,6 +24,7 @@ from voucherify_provider.errors import (
     VoucherifyExportFailedError,
     VoucherifyExportTimeoutError,
     VoucherifyNotFoundError,
+    is_connection_not_found,
 )
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import (
@@ -82,11 +83,6 @@ def missing_connection(conn_id: str) -> VoucherifyConfigError:
         f"Connection {conn_id!r} is not defined. Create it with conn type 'voucherify' (UI: Admin > Connections, "
         f"or the {env} environment variable), or pass the voucherify_conn_id of an existing one."
     )
-
-
-def is_not_found(err: BaseException) -> bool:
-    """Whether Airflow raised its 'connection not found' error (imported lazily by name)."""
-    return type(err).__name__ == "AirflowNotFoundException"
 
 
 def export_urls(export: Mapping[str, Any]) -> list[str]:
@@ -172,7 +168,7 @@ class VoucherifyHook(BaseHook):
         try:
             conn = self.get_connection(self.voucherify_conn_id)
         except Exception as err:
-            if is_not_found(err):
+            if is_connection_not_found(err):
                 raise missing_connection(self.voucherify_conn_id) from None
             raise
         return settings_from_connection(conn)

@@ -14,11 +14,11 @@ import httpx
 from airflow.sdk import BaseHook
 
 from voucherify_provider import CONN_TYPE, DEFAULT_CONN_ID
+from voucherify_provider.errors import is_connection_not_found
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import ApiRequest, CallAttempts, ConnectionSettings, RateLimitState, RetryPolicy
 from voucherify_provider.hooks.voucherify import (
     ExportStatus,
-    is_not_found,
     mask_export_tokens,
     missing_connection,
     settings_from_connection,
@@ -52,7 +52,7 @@ class VoucherifyAsyncHook(BaseHook):
             try:
                 conn = await self.aget_connection(self.voucherify_conn_id)
             except Exception as err:
-                if is_not_found(err):
+                if is_connection_not_found(err):
                     raise missing_connection(self.voucherify_conn_id) from None
                 raise
             self._settings = settings_from_connection(conn)

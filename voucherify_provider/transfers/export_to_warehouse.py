@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from voucherify_provider import DEFAULT_CONN_ID, __version__, catalog
-from voucherify_provider.errors import VoucherifyConfigError, VoucherifyDownloadError, VoucherifyNotFoundError
+from voucherify_provider.errors import (
+    VoucherifyConfigError,
+    VoucherifyDownloadError,
+    VoucherifyNotFoundError,
+    is_connection_not_found,
+)
 from voucherify_provider.operators._common import fail_task, is_templated
 from voucherify_provider.window import Window
 
@@ -41,7 +46,7 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
         try:
             BaseHook.get_connection(conn_id)
         except Exception as err:
-            if type(err).__name__ != "AirflowNotFoundException":
+            if not is_connection_not_found(err):
                 raise
             raise VoucherifyConfigError(
                 f"destination_conn_id {conn_id!r} is not defined. Create it (Admin > Connections, or "
