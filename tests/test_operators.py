@@ -154,6 +154,39 @@ def test_rerun_replaces_the_window_whole(emu, hook, tmp_path):
     assert ds.dataset(str(tmp_path / "redemption"), partitioning="hive").count_rows() == truth["count"]
 
 
+def test_two_runs_of_one_window_at_once_leave_the_last_manifest_whole(emu, hook, tmp_path):
+    import threading
+
+    emu.configure(chunk_rows=9)  # several files per run, so a mix would show
+    exports = [_done_export(emu, hook) for _ in range(2)]
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run(export_id: str) -> None:
+        try:
+            start.wait()
+            land(tmp_path, export_id, exported_object="redemption").execute(context())
+        except BaseException as err:
+            errors.append(err)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=run, args=(e,)) for e in exports]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        partition = tmp_path / "redemption" / "window_start=20240102T000000Z"
+        manifest = json.loads((partition / "_manifest.json").read_text())
+        assert manifest["export_id"] in exports and len(manifest["files"]) > 1
+        assert sorted(p.name for p in partition.iterdir()) == sorted(
+            ["_manifest.json", *[f["path"] for f in manifest["files"]]])  # one run's files, whole
+        assert all(manifest["export_id"] in f["path"] for f in manifest["files"])
+        ids = ds.dataset(str(partition), format="parquet").to_table().column("id").to_pylist()
+        truth = emu.ground_truth("redemption", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z", ids=True)
+        assert sorted(ids) == sorted(truth["ids"])
+
+
 def test_chunked_result_lands_as_one_dataset_and_truncation_is_retried(emu, hook, tmp_path):
     emu.configure(chunk_rows=7)
     export_id = _done_export(emu, hook)
