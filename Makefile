@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Locally the suites marked `long` (the chaos backfill) are left out to keep `make test` under 15 minutes;
+# Locally the suites marked `long` (chaos and week backfills) are left out to keep `make test` well under 15 min;
 # CI runs everything: .ci/run calls `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -m "not long"
 

@@ -11,7 +11,7 @@ import pytest
 from demo.stack import AirflowStack, EmulatorProcess
 from tests.warehouse_checks import assert_matches_ground_truth, landed, secrets_found
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECTS = ("redemption", "publication")
