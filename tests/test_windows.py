@@ -58,8 +58,6 @@ def test_filters_merge_with_the_window():
                                                   "$before": ["2024-01-02T00:00:00.000Z"]}
     with pytest.raises(VoucherifyConfigError, match="already constrain created_at"):
         merge_filters({"created_at": {"conditions": {"$after": ["x"]}}}, window)
-    with pytest.raises(VoucherifyConfigError, match="filters must be a mapping, got list"):
-        merge_filters([], window)  # type: ignore[arg-type]
     with pytest.raises(VoucherifyConfigError, match="junction 'or' with several conditions"):
         merge_filters({"junction": "or", "result": {"conditions": {"$in": ["x"]}},
                        "voucher_code": {"conditions": {"$in": ["y"]}}}, window)

@@ -91,9 +91,8 @@ def partition_stamp(value: datetime) -> str:
 
 
 def merge_filters(user: Mapping[str, Any] | None, window: Window | None) -> dict[str, Any] | None:
-    """User filters combined with the window; the window always narrows (``and``)."""
-    if user is not None and not isinstance(user, Mapping):
-        raise VoucherifyConfigError(f"filters must be a mapping, got {type(user).__name__}.")
+    """User filters (already checked: ``ExportedObject.validate_filters``) combined with the window; the
+    window always narrows (``and``)."""
     user = dict(user or {})
     if window is None:
         return user or None

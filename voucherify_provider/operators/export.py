@@ -120,7 +120,8 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         fields = list(obj.validate_fields(self.fields)) if self.fields is not None else list(obj.default_fields)
         if windowed and obj.created_field and obj.created_field not in fields:
             fields.append(obj.created_field)  # the landing step places every row by it
-        filters = merge_filters(self.filters, window if windowed else None)
+        user_filters = obj.validate_filters(self.filters) if self.filters is not None else None
+        filters = merge_filters(user_filters, window if windowed else None)
         export_parameters(obj, fields, self.order, filters)  # same checks as the hook, before any call
         return {"exported_object": obj.name, "fields": fields, "order": self.order, "filters": filters,
                 "windowed": windowed}
