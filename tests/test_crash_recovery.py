@@ -28,6 +28,18 @@ def running_pid(airflow: AirflowStack, task_id: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
+def processes_named(leader: psutil.Process, word: str) -> list[psutil.Process]:
+    """Descendants whose command line holds ``word`` (finished task processes may linger as zombies)."""
+    found = []
+    for process in leader.children(recursive=True):
+        try:
+            if word in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
 def stack(tmp_path: Path, emulator: EmulatorProcess, deferrable: bool, **extra: str) -> AirflowStack:
     env = {"AIRFLOW_CONN_VOUCHERIFY_DEFAULT": emulator.connection(),
            "VOUCHERIFY_DESTINATION": str(tmp_path / "warehouse"), "VOUCHERIFY_OBJECTS": "redemption",
@@ -75,12 +87,14 @@ def test_triggerer_killed_while_deferred_recovers_after_restart(tmp_path):
             wait_until(lambda: airflow.query(deferred), 240, "a deferred export task")
             assert airflow.process.proc is not None
             leader = psutil.Process(airflow.process.proc.pid)
-            triggerers = [p for p in leader.children(recursive=True) if "triggerer" in " ".join(p.cmdline())]
+            triggerers = processes_named(leader, "triggerer")
             assert triggerers
             for process in triggerers:
-                for child in process.children(recursive=True):
-                    child.kill()
-                process.kill()
+                for doomed in [*process.children(recursive=True), process]:
+                    try:
+                        doomed.kill()
+                    except psutil.NoSuchProcess:
+                        pass
             replacement = ManagedProcess([str(VENV_BIN / "airflow"), "triggerer"], airflow.env,
                                          tmp_path / "triggerer-restarted.log")
             replacement.start()
