@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from demo.stack import AirflowStack, EmulatorProcess
-from tests.warehouse_checks import assert_matches_ground_truth, scanned_files, secrets_found
+from tests.warehouse_checks import assert_matches_ground_truth, files_under, secrets_found
 from voucherify_provider import catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(1500)]
@@ -59,6 +59,6 @@ def test_chaos_backfill_lands_every_window_exactly(tmp_path):
     roots = [home, warehouse]
     assert secrets_found(roots, [APP_TOKEN, *secrets["download_tokens"]]) == []
     report = {"faults_injected": injected, "windows": len(states), "rows_checked": rows,
-              "download_tokens": len(secrets["download_tokens"]), "files_scanned": scanned_files(roots),
+              "download_tokens": len(secrets["download_tokens"]), "files_scanned": len(files_under(roots)),
               "requests": len(seen["log"])}
     print("\nchaos:", json.dumps(report))

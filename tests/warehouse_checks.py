@@ -48,14 +48,12 @@ def secrets_found(roots: list[Path], secrets: list[str]) -> list[tuple[str, str]
     database with its XComs, rendered fields and trigger arguments, manifests, Parquet files)."""
     needles = [s.encode() for s in secrets if s]
     hits = []
-    for root in roots:
-        for path in [root] if root.is_file() else root.rglob("*"):
-            if path.is_file():
-                data = path.read_bytes()
-                hits.extend((str(path), n.decode()[:6] + "…") for n in needles if n in data)
+    for path in files_under(roots):
+        data = path.read_bytes()
+        hits.extend((str(path), n.decode()[:6] + "…") for n in needles if n in data)
     return hits
 
 
-def scanned_files(roots: list[Path]) -> int:
-    """How many files a scan read."""
-    return sum(1 for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+def files_under(roots: list[Path]) -> list[Path]:
+    """Every file under the roots (a root may itself be a file)."""
+    return [p for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]

@@ -7,6 +7,8 @@ contain the app token or a download token.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -140,7 +142,13 @@ class VoucherifyExportTimeoutError(VoucherifyError):
         )
 
 
-def is_connection_not_found(err: BaseException) -> bool:
-    """Whether Airflow raised its "connection not found" error (matched by name: importing Airflow's
-    exception modules here would cost every DAG parse)."""
-    return type(err).__name__ == "AirflowNotFoundException"
+@contextmanager
+def explain_missing_connection(message: str) -> Iterator[None]:
+    """Turn Airflow's "connection not found" into a VoucherifyConfigError saying ``message`` (matched by
+    name: importing Airflow's exception modules here would cost every DAG parse)."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__name__ != "AirflowNotFoundException":
+            raise
+        raise VoucherifyConfigError(message) from None

@@ -18,13 +18,12 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 from voucherify_provider import CONN_TYPE, DEFAULT_CONN_ID
 from voucherify_provider.errors import (
     VoucherifyApiError,
-    VoucherifyConfigError,
     VoucherifyDownloadError,
     VoucherifyError,
     VoucherifyExportFailedError,
     VoucherifyExportTimeoutError,
     VoucherifyNotFoundError,
-    is_connection_not_found,
+    explain_missing_connection,
 )
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import (
@@ -76,13 +75,11 @@ def settings_from_connection(conn: Connection) -> ConnectionSettings:
     return settings
 
 
-def missing_connection(conn_id: str) -> VoucherifyConfigError:
-    """The error for a connection id Airflow does not know, with how to create it."""
-    env = f"AIRFLOW_CONN_{conn_id.upper()}"
-    return VoucherifyConfigError(
-        f"Connection {conn_id!r} is not defined. Create it with conn type 'voucherify' (UI: Admin > Connections, "
-        f"or the {env} environment variable), or pass the voucherify_conn_id of an existing one."
-    )
+def missing_connection(conn_id: str) -> str:
+    """What to say about a connection id Airflow does not know: how to create it."""
+    return (f"Connection {conn_id!r} is not defined. Create it with conn type 'voucherify' (UI: Admin > "
+            f"Connections, or the AIRFLOW_CONN_{conn_id.upper()} environment variable), or pass the "
+            "voucherify_conn_id of an existing one.")
 
 
 def export_urls(export: Mapping[str, Any]) -> list[str]:
@@ -165,12 +162,8 @@ class VoucherifyHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The connection's validated settings (read once per hook)."""
-        try:
+        with explain_missing_connection(missing_connection(self.voucherify_conn_id)):
             conn = self.get_connection(self.voucherify_conn_id)
-        except Exception as err:
-            if is_connection_not_found(err):
-                raise missing_connection(self.voucherify_conn_id) from None
-            raise
         return settings_from_connection(conn)
 
     @cached_property

@@ -14,7 +14,7 @@ import httpx
 from airflow.sdk import BaseHook
 
 from voucherify_provider import CONN_TYPE, DEFAULT_CONN_ID
-from voucherify_provider.errors import is_connection_not_found
+from voucherify_provider.errors import explain_missing_connection
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import ApiRequest, CallAttempts, ConnectionSettings, RateLimitState, RetryPolicy
 from voucherify_provider.hooks.voucherify import (
@@ -49,12 +49,8 @@ class VoucherifyAsyncHook(BaseHook):
     async def get_settings(self) -> ConnectionSettings:
         """The connection's validated settings, read once."""
         if self._settings is None:
-            try:
+            with explain_missing_connection(missing_connection(self.voucherify_conn_id)):
                 conn = await self.aget_connection(self.voucherify_conn_id)
-            except Exception as err:
-                if is_connection_not_found(err):
-                    raise missing_connection(self.voucherify_conn_id) from None
-                raise
             self._settings = settings_from_connection(conn)
         return self._settings
 

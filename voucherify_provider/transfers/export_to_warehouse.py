@@ -17,7 +17,7 @@ from voucherify_provider.errors import (
     VoucherifyConfigError,
     VoucherifyDownloadError,
     VoucherifyNotFoundError,
-    is_connection_not_found,
+    explain_missing_connection,
 )
 from voucherify_provider.operators._common import fail_task, is_templated
 from voucherify_provider.window import Window
@@ -43,15 +43,11 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
     if conn_id:
         from airflow.sdk import BaseHook
 
-        try:
-            BaseHook.get_connection(conn_id)
-        except Exception as err:
-            if not is_connection_not_found(err):
-                raise
-            raise VoucherifyConfigError(
+        with explain_missing_connection(
                 f"destination_conn_id {conn_id!r} is not defined. Create it (Admin > Connections, or "
                 f"AIRFLOW_CONN_{conn_id.upper()}), or leave destination_conn_id unset to use the worker's "
-                "default credentials.") from None
+                "default credentials."):
+            BaseHook.get_connection(conn_id)
     try:
         return ObjectStoragePath(str(destination), conn_id=conn_id)
     except ValueError as err:
