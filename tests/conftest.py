@@ -21,7 +21,8 @@ import pytest  # noqa: E402
 from voucherify_provider.emulator import EmulatorConfig, run_emulator  # noqa: E402
 from voucherify_provider.hooks._core import RetryPolicy  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# Voucherify's OpenAPI specs, vendored (tests/specs/README.md says from where and under which licence).
+SPECS = Path(__file__).resolve().parent / "specs"
 APP_TOKEN = "tok-EMULATOR-s3cr3t-7c1d"
 
 

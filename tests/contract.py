@@ -1,4 +1,4 @@
-"""Validate JSON bodies against Voucherify's official OpenAPI specs in ../shared/voucherify-openapi/."""
+"""Validate JSON bodies against Voucherify's official OpenAPI specs, vendored in tests/specs/."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from tests.conftest import SHARED
+from tests.conftest import SPECS
 
-SPEC_DIR = SHARED / "voucherify-openapi"
+SPEC_DIR = SPECS
 
 
 @functools.cache

@@ -1,11 +1,11 @@
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import SPECS
 from voucherify_provider import catalog
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "voucherify-openapi" / "exports.json"
+SPEC = SPECS / "exports.json"
 ENUM_NAMES = {
     "order": "ExportOrder", "voucher": "ExportVoucher", "publication": "ExportPublication",
     "redemption": "ExportRedemption", "customer": "ExportCustomer",

@@ -12,7 +12,7 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.conftest import SHARED
+from tests.conftest import SPECS
 from tests.helpers import wait_done
 
 
@@ -20,7 +20,7 @@ def _generate(name: str, out_dir: Path) -> ModuleType:
     target = out_dir / f"voucherify_{name}_models.py"
     codegen = Path(sys.executable).parent / "datamodel-codegen"
     subprocess.run(
-        [str(codegen), "--input", str(SHARED / "voucherify-openapi" / f"{name}.json"), "--input-file-type",
+        [str(codegen), "--input", str(SPECS / f"{name}.json"), "--input-file-type",
          "openapi", "--output", str(target), "--output-model-type", "pydantic_v2.BaseModel", "--strict-nullable"],
         check=True, capture_output=True, timeout=300,
     )
