@@ -28,6 +28,7 @@ class Fault:
     retry_after: float | None = None  # with status 429/503: the Retry-After header
     delay: float = 0.0  # sleep before answering
     truncate: bool = False  # downloads: cut the body off half-way
+    stall: float = 0.0  # downloads: send the first chunk, then pause this long mid-body (a landing in flight)
     export_error: bool = False  # create_export: the export ends in ERROR
     body_base64: str | None = None  # downloads: serve these bytes instead of the export file (broken files)
 
@@ -94,7 +95,7 @@ class FaultInjector:
 
     def _count(self, fault: Fault, source: str) -> Fault:
         kind = (f"status_{fault.status}" if fault.status else "truncate" if fault.truncate
-                else "export_error" if fault.export_error else "slow")
+                else "export_error" if fault.export_error else "stall" if fault.stall else "slow")
         key = f"{source}:{kind}"
         self.injected[key] = self.injected.get(key, 0) + 1
         return fault

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,6 +54,13 @@ def _truncated(stream: Iterator[bytes]) -> Iterator[bytes]:
     yield first[: max(1, len(first) // 2)]
     # Breaking off mid-body makes the server drop the connection without the final chunk.
     raise ConnectionAbortedError("emulated truncated download")
+
+
+def _stalled(stream: Iterator[bytes], seconds: float) -> Iterator[bytes]:
+    # Sync generator: Starlette iterates it in a worker thread, so sleeping blocks no other request.
+    yield next(stream, b"")
+    time.sleep(seconds)
+    yield from stream
 
 
 def create_app(backend: Backend) -> FastAPI:
@@ -150,6 +158,8 @@ def create_app(backend: Backend) -> FastAPI:
             stream = backend.export_file(record, part)
             if fault and fault.truncate:
                 stream = _truncated(stream)
+            if fault and fault.stall:
+                stream = _stalled(stream, fault.stall)
             return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
         return await serve(request, "download_export", download)
 

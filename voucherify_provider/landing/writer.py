@@ -2,8 +2,10 @@
 
 Protocol, for local disks and object stores alike:
 
-1. each data file is staged under a hidden name (``.tmp-<owner>-...``, which pyarrow.dataset, Spark and
-   a ``*.parquet`` glob all skip) until the whole run is written, so no reader sees a partial run;
+1. each file is staged under a hidden name that does not end in its real suffix
+   (``.tmp-<owner>-<rand>-part-....parquet.staged``) until the whole run is written, so no reader sees a
+   partial run: pyarrow.dataset and Spark skip hidden names, and a ``*.parquet`` / ``**/*.parquet`` glob
+   (DuckDB's matches hidden names) does not match ``.staged``;
 2. the commit happens under the partition's commit lock (``_commit.lock``, created exclusively: ``xb``,
    a conditional put on S3): staged files are renamed into place, ``_manifest.json`` is written last and
    lists them with rows, bytes and sha256, and every visible file the manifest does not list is removed.
@@ -30,6 +32,7 @@ from airflow.sdk import ObjectStoragePath
 
 MANIFEST = "_manifest.json"
 TMP_PREFIX = ".tmp-"
+STAGED_SUFFIX = ".staged"
 LOCK = "_commit.lock"
 # A commit takes seconds; a lock older than this was left by a killed process.
 STALE_LOCK_SECONDS = 600.0
@@ -80,7 +83,7 @@ class PartWriter:
     def __init__(self, partition: ObjectStoragePath, name: str, schema: pa.Schema,
                  metadata: dict[str, str], row_group_rows: int, owner: str) -> None:
         self.name = name
-        self.temp = partition / f"{TMP_PREFIX}{owner}-{uuid.uuid4().hex[:8]}-{name}"
+        self.temp = staged_path(partition, owner, name)
         self._handle = self.temp.open("wb")
         self._sink = _HashingSink(self._handle)
         extra = {k.encode(): v.encode() for k, v in metadata.items()}
@@ -123,6 +126,11 @@ class PartWriter:
         self._handle.close()
         if self.temp.exists():
             self.temp.unlink()
+
+
+def staged_path(partition: ObjectStoragePath, owner: str, name: str) -> ObjectStoragePath:
+    """Where ``name`` is staged until the commit: hidden, owner-tagged, and never matching ``*.parquet``."""
+    return partition / f"{TMP_PREFIX}{owner}-{uuid.uuid4().hex[:8]}-{name}{STAGED_SUFFIX}"
 
 
 def ensure_writable(partition: ObjectStoragePath) -> None:
@@ -177,7 +185,7 @@ class PartitionWriter:
 
     def write_side_file(self, name: str, data: bytes) -> FileEntry:
         """Stage a non-Parquet file of this run (e.g. rejected rows); it is committed with the data."""
-        staged = self.partition / f"{TMP_PREFIX}{self.owner}-{uuid.uuid4().hex[:8]}-{name}"
+        staged = staged_path(self.partition, self.owner, name)
         with staged.open("wb") as handle:
             handle.write(data)
         entry = FileEntry(name, -1, len(data), hashlib.sha256(data).hexdigest(), staged.name)
@@ -194,7 +202,7 @@ class PartitionWriter:
         with CommitLock(self.partition, self.owner, self.lock_timeout):
             for entry in [*self.entries, *self.extra_files]:
                 (self.partition / entry.staged).rename(self.partition / entry.path)
-            temp = self.partition / f"{TMP_PREFIX}{self.owner}-{uuid.uuid4().hex[:8]}-{MANIFEST}"
+            temp = staged_path(self.partition, self.owner, MANIFEST)
             with temp.open("wb") as handle:
                 handle.write(body)
             temp.rename(self.partition / MANIFEST)

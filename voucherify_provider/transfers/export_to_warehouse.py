@@ -193,7 +193,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         self.log.info("Landed %s rows of %s in %s (%d file(s))", manifest["rows"], obj.name, writer.partition,
                       len(manifest["files"]))
         self._emit_asset_event(context, obj.name, writer.partition, manifest)
-        self._lineage = (obj.name, writer.partition)
+        self._lineage = (obj.name, writer.partition, manifest)
         return manifest
 
     def _object_of(self, export: dict[str, Any]) -> catalog.ExportedObject:
@@ -300,21 +300,42 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                                                "export_id": self.export_id, "object": obj}
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage: input the Voucherify object, output the landed Parquet partition."""
+        """OpenLineage: the Voucherify object's export as input; as output the object's folder under the
+        destination (the dataset every window lands in, like the Asset), with its schema and this run's
+        row and byte counts."""
         try:
-            from airflow.providers.common.compat.openlineage.facet import Dataset
+            from airflow.providers.common.compat.openlineage.facet import (
+                Dataset,
+                OutputDataset,
+                OutputStatisticsOutputDatasetFacet,
+                SchemaDatasetFacet,
+                SchemaDatasetFacetFields,
+            )
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
         lineage = getattr(self, "_lineage", None)
         if lineage is None:
             return OperatorLineage()
-        obj, partition = lineage
+        obj, partition, manifest = lineage
+        namespace, name = lineage_dataset_name(partition.parent)
+        schema = SchemaDatasetFacet(fields=[SchemaDatasetFacetFields(name=c["name"], type=c["type"])
+                                            for c in manifest["schema"]])
+        statistics = OutputStatisticsOutputDatasetFacet(rowCount=manifest["rows"],
+                                                        size=sum(f["bytes"] for f in manifest["files"]))
         return OperatorLineage(
             inputs=[Dataset(namespace=self.hook.settings.base_url, name=f"export/{obj}")],
-            outputs=[Dataset(namespace=getattr(partition, "namespace", partition.protocol or "file"),
-                             name=str(partition.key if hasattr(partition, "key") else partition))],
+            outputs=[OutputDataset(namespace=namespace, name=name, facets={"schema": schema},
+                                   outputFacets={"outputStatistics": statistics})],
         )
+
+
+def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
+    """OpenLineage (namespace, name) of a path: ``file`` + absolute path locally, ``s3://bucket`` + key on
+    object stores (the OpenLineage naming convention)."""
+    if path.protocol in ("", "file", "local"):
+        return "file", "/" + str(path.path).lstrip("/")
+    return str(path.namespace), str(path.key)
 
 
 def staging_owner(context: Context) -> str | None:
