@@ -31,9 +31,14 @@ import os
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from voucherify_provider import catalog
+
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.1 and 3.2: the timetable lives in core
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
 from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
@@ -104,18 +109,23 @@ Exports {what} through Voucherify's export API and lands it as typed, zstd-compr
 
 
 @task
-def windows(lookback: int, data_interval_start: datetime | None = None,
-            data_interval_end: datetime | None = None) -> list[dict[str, str]]:
-    """The run's window and the ``lookback`` windows before it, oldest first; refuses an empty interval."""
-    if data_interval_start is None or data_interval_end is None or data_interval_end <= data_interval_start:
-        raise ValueError(
-            f"Empty data interval [{data_interval_start}, {data_interval_end}): this DAG needs a timetable with "
-            "real intervals (CronDataIntervalTimetable), not a zero-length cron interval."
-        )
-    step = data_interval_end - data_interval_start
+def windows(lookback: int, **context: Any) -> list[dict[str, str]]:
+    """The run's window and the ``lookback`` windows before it, oldest first.
+
+    The run's window is its data interval; a run without one (``airflow dags trigger`` with no logical
+    date, REST ``"logical_date": null``) takes the latest complete interval of the timetable before it.
+    """
+    from voucherify_provider.errors import VoucherifyConfigError
+    from voucherify_provider.operators._common import fail_task
+    from voucherify_provider.window import Window
+
+    try:
+        window = Window.for_run(None, None, context)
+    except VoucherifyConfigError as err:
+        fail_task(str(err))  # a retry cannot give the run an interval
+    step = window.end - window.start
     return [
-        {"window_start": (data_interval_start - k * step).isoformat(),
-         "window_end": (data_interval_end - k * step).isoformat()}
+        {"window_start": (window.start - k * step).isoformat(), "window_end": (window.end - k * step).isoformat()}
         for k in range(int(lookback), -1, -1)
     ]
 
@@ -141,7 +151,10 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
         tags=["voucherify", mode],
         doc_md=_doc(obj, mode),
         params={
-            "destination": Param("", type="string", description="Override the destination base path or URL."),
+            # Nullable with a null default: the UI's Trigger dialog shows it optional and Trigger works as it opens.
+            "destination": Param(None, type=["null", "string"],
+                                 description="Override the destination base path or URL (empty: the Variable "
+                                 f"voucherify_destination, else {DESTINATION})."),
             "lookback": Param(LOOKBACK, type="integer", minimum=0, maximum=30,
                               description="Re-export this many previous windows too (window mode only)."),
         },

@@ -39,6 +39,20 @@ def test_dagbag_integrity_without_network(monkeypatch):
     assert heavy == set(), f"parsing the DAGs imported {sorted(heavy)}"
 
 
+def test_every_param_resolves_with_its_default():
+    """The UI's Trigger dialog submits the defaults as they open: each must be valid and not required-empty."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO_DAGS))
+    for dag in bag.dags.values():
+        for name, param in dag.params.items():
+            param = dag.params.get_param(name)
+            param.resolve()  # raises when the default does not validate against the param's schema
+            types = param.schema.get("type")
+            nullable = "null" in (types if isinstance(types, list) else [types])
+            assert nullable or param.value not in (None, ""), f"{dag.dag_id}: param {name} opens required and empty"
+
+
 def test_modes_follow_the_catalog():
     from airflow.dag_processing.dagbag import DagBag
 

@@ -36,7 +36,26 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "Voucherify",
-                "python-modules": ["voucherify_provider.hooks.voucherify"],
+                "python-modules": [
+                    "voucherify_provider.hooks.voucherify",
+                    "voucherify_provider.hooks.voucherify_async",
+                ],
+            }
+        ],
+        "operators": [
+            {"integration-name": "Voucherify", "python-modules": ["voucherify_provider.operators.export"]}
+        ],
+        "sensors": [
+            {"integration-name": "Voucherify", "python-modules": ["voucherify_provider.sensors.export"]}
+        ],
+        "triggers": [
+            {"integration-name": "Voucherify", "python-modules": ["voucherify_provider.triggers.export"]}
+        ],
+        "transfers": [
+            {
+                "source-integration-name": "Voucherify",
+                "target-integration-name": "Common IO",
+                "python-module": "voucherify_provider.transfers.export_to_warehouse",
             }
         ],
         "connection-types": [

@@ -57,8 +57,12 @@ class Window:
         if start is None or end is None:
             raise VoucherifyConfigError(
                 "A windowed export needs window_start and window_end (by default the run's data interval). "
-                "This run has none: use a timetable with real data intervals, e.g. "
-                "CronDataIntervalTimetable('@daily', timezone='UTC'), or pass the window explicitly."
+                "This run has none, and its DAG's timetable has no interval to infer one from (runs triggered "
+                "without a logical date, or by an asset, have no data interval). Trigger it with a logical date: "
+                "`airflow dags trigger DAG_ID -l 2024-01-02T00:00:00+00:00`, or in the REST API "
+                '`POST /api/v2/dags/DAG_ID/dagRuns` with `"logical_date": "2024-01-02T00:00:00Z"`; use a timetable '
+                "with real intervals (CronDataIntervalTimetable('@daily', timezone='UTC')); or pass "
+                "window_start/window_end explicitly."
             )
         s, e = as_utc(start, "window_start"), as_utc(end, "window_end")
         if e <= s:
@@ -71,9 +75,26 @@ class Window:
 
     @classmethod
     def for_run(cls, start: datetime | str | None, end: datetime | str | None, context: Mapping[str, Any]) -> Window:
-        """The explicit bounds where given, else the run's data interval."""
-        return cls.of(start if start is not None else context.get("data_interval_start"),
-                      end if end is not None else context.get("data_interval_end"))
+        """The explicit bounds where given, else the run's data interval, else (a run without one: triggered
+        with no logical date, or by an asset) the latest complete interval of the DAG's timetable before the
+        run, i.e. what the scheduler would have given a run at that moment."""
+        start = start if start is not None else context.get("data_interval_start")
+        end = end if end is not None else context.get("data_interval_end")
+        if start is None and end is None and (inferred := latest_complete_interval(context)) is not None:
+            return inferred
+        return cls.of(start, end)
+
+    @classmethod
+    def snapshot(cls, start: datetime | str | None, end: datetime | str | None,
+                 context: Mapping[str, Any]) -> Window:
+        """A snapshot needs no window, only a name for its partition: the explicit bounds or the run's data
+        interval where there is one (possibly zero-length), else the instant the run was due (``run_after``)."""
+        start = start if start is not None else context.get("data_interval_start")
+        end = end if end is not None else context.get("data_interval_end")
+        if start is None:
+            start = getattr(context.get("dag_run"), "run_after", None) or datetime.now(timezone.utc)
+        s = as_utc(start, "window_start")
+        return cls(s, max(s, as_utc(end, "window_end")) if end is not None else s)
 
     def api_filter(self) -> dict[str, Any]:
         """The ``created_at`` condition catching every record of the window whatever the bound rules."""
@@ -83,6 +104,30 @@ class Window:
     def partition(self) -> str:
         """Hive-style partition segment, no colons: ``window_start=20240101T000000Z``."""
         return f"window_start={partition_stamp(self.start)}"
+
+
+def latest_complete_interval(context: Mapping[str, Any]) -> Window | None:
+    """The last complete data interval of the run's DAG timetable ending at or before the run's
+    ``run_after``; None when the timetable has no intervals (asset-triggered, zero-length cron, none)."""
+    timetable = getattr(context.get("dag"), "timetable", None)
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    if timetable is None or run_after is None:
+        return None
+    try:  # Airflow 3.2+: DAG files hold SDK timetables (definitions only); the scheduling logic is core's
+        from airflow.serialization.encoders import coerce_to_core_timetable
+
+        timetable = coerce_to_core_timetable(timetable)
+    except (ImportError, TypeError, ValueError):
+        pass  # older: the DAG already holds the core timetable
+    infer = getattr(timetable, "infer_manual_data_interval", None)
+    if infer is None:
+        return None
+    import pendulum
+
+    interval = infer(run_after=pendulum.instance(as_utc(run_after, "run_after")))
+    if interval is None or interval.end is None or interval.start is None or interval.end <= interval.start:
+        return None
+    return Window.of(interval.start, interval.end)
 
 
 def partition_stamp(value: datetime) -> str:

@@ -17,7 +17,10 @@ ERROR_HINT = (
 
 def conf_default_deferrable() -> bool:
     """``[operators] default_deferrable`` (False when unset)."""
-    from airflow.sdk.configuration import conf
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1: the task SDK has no configuration module yet
+        from airflow.configuration import conf
 
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 

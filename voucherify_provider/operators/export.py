@@ -18,8 +18,12 @@ from voucherify_provider.window import Window, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
     from airflow.sdk import ResumableJobMixin
-except ImportError:  # pragma: no cover - older 3.x: the stand-in simply creates a new export per try
+
+    RECONNECTS = True
+except ImportError:  # Airflow 3.1/3.2: common-compat's stand-in creates a new export on every try
     from airflow.providers.common.compat.sdk import ResumableJobMixin
+
+    RECONNECTS = False
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -143,6 +147,9 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     def execute(self, context: Context) -> str:
         """Create (or, after a crash, reconnect to) the export; return its id."""
         self.plan(context)  # validate before anything else, retries or not
+        if not RECONNECTS:
+            self.log.info("Airflow < 3.3 has no task state store: if this task's worker dies, its retry creates a "
+                          "new export instead of reconnecting to this one (upgrade to 3.3 to reconnect).")
         return str(self.execute_resumable(context))
 
     def submit_job(self, context: Context) -> dict[str, Any]:

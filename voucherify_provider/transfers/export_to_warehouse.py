@@ -20,7 +20,7 @@ from voucherify_provider.errors import (
     explain_missing_connection,
 )
 from voucherify_provider.operators._common import fail_task, is_templated
-from voucherify_provider.window import Window
+from voucherify_provider.window import Window, as_utc
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -151,9 +151,12 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
 
         return VoucherifyHook(self.voucherify_conn_id)
 
-    def _window(self, context: Context) -> Window:
+    def _window(self, context: Context, windowed: bool) -> Window:
+        """The window a windowed export must match, or the snapshot's partition (no window needed)."""
         try:
-            return Window.for_run(self.window_start, self.window_end, context)
+            if windowed:
+                return Window.for_run(self.window_start, self.window_end, context)
+            return Window.snapshot(self.window_start, self.window_end, context)
         except VoucherifyConfigError as err:
             fail_task(str(err))
 
@@ -162,13 +165,15 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         from voucherify_provider.landing.typed_csv import arrow_schema
         from voucherify_provider.landing.writer import ROW_GROUP_ROWS, PartitionWriter, ensure_writable
 
-        window = self._window(context)
+        for bound, name in ((self.window_start, "window_start"), (self.window_end, "window_end")):
+            if bound is not None:  # bad explicit bounds fail before any API call
+                self._window_bound(bound, name)
         try:
             base = destination_path(self.destination, self.destination_conn_id)
         except VoucherifyConfigError as err:
             fail_task(str(err))
         if self.exported_object:  # prove the destination is writable before spending API calls
-            ensure_writable(base / self.exported_object / window.partition)
+            ensure_writable(base / self.exported_object)
         try:
             export = self.hook.get_export(self.export_id)
         except VoucherifyNotFoundError as err:
@@ -176,7 +181,10 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                       f"connection); clear the create task to export again. ({err})")
         obj = self._object_of(export)
         fields = list((export.get("parameters") or {}).get("fields") or obj.default_fields)
-        windowed = self._check_window(export, window)
+        windowed = _is_windowed(export)
+        window = self._window(context, windowed)
+        if windowed:
+            self._check_window(export, window)
         metadata = {"voucherify.export_id": self.export_id, "voucherify.object": obj.name,
                     "voucherify.window_start": window.start.isoformat(),
                     "voucherify.window_end": window.end.isoformat()}
@@ -212,12 +220,15 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             )
         return catalog.get_object(str(name))
 
-    def _check_window(self, export: dict[str, Any], window: Window) -> bool:
-        """Whether the export is windowed; a windowed export must be this task's window."""
-        filters = (export.get("parameters") or {}).get("filters") or {}
-        conditions = (filters.get("created_at") or {}).get("conditions") or {}
-        if not conditions:
-            return False
+    def _window_bound(self, value: datetime | str, name: str) -> None:
+        try:
+            as_utc(value, name)
+        except VoucherifyConfigError as err:
+            fail_task(str(err))
+
+    def _check_window(self, export: dict[str, Any], window: Window) -> None:
+        """A windowed export must be this task's window."""
+        conditions = _created_at_conditions(export)
         expected = window.api_filter()["conditions"]
         after, before = (conditions.get("$after") or [None])[0], (conditions.get("$before") or [None])[0]
         if (after, before) != (expected["$after"][0], expected["$before"][0]):
@@ -225,7 +236,6 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                 f"Export {self.export_id} covers created_at after {after} and before {before}, which is not this "
                 f"task's window [{window.start.isoformat()}, {window.end.isoformat()}); landing it would mix windows."
             )
-        return True
 
     def _land(self, export: dict[str, Any], obj: catalog.ExportedObject, fields: list[str], window: Window,
               windowed: bool, writer: PartitionWriter) -> dict[str, Any]:
@@ -336,6 +346,16 @@ def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
     if path.protocol in ("", "file", "local"):
         return "file", "/" + str(path.path).lstrip("/")
     return str(path.namespace), str(path.key)
+
+
+def _created_at_conditions(export: dict[str, Any]) -> dict[str, Any]:
+    filters = (export.get("parameters") or {}).get("filters") or {}
+    return dict((filters.get("created_at") or {}).get("conditions") or {})
+
+
+def _is_windowed(export: dict[str, Any]) -> bool:
+    """An export filtered on created_at is a window; any other is a snapshot."""
+    return bool(_created_at_conditions(export))
 
 
 def staging_owner(context: Context) -> str | None:
