@@ -25,6 +25,17 @@ def conf_default_deferrable() -> bool:
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
+def airflow_exception(name: str) -> type[Exception]:
+    """An Airflow exception class by name, loaded when raising: from the task SDK (3.2+), else from core
+    (Airflow 3.1's ``airflow.sdk.exceptions`` lacks AirflowFailException, AirflowSensorTimeout, ...)."""
+    import importlib
+
+    found = getattr(importlib.import_module("airflow.sdk.exceptions"), name, None)
+    if found is None:
+        found = getattr(importlib.import_module("airflow.exceptions"), name)
+    return found
+
+
 def is_templated(value: Any) -> bool:
     """Whether a value still holds Jinja (so it can only be checked after rendering)."""
     if isinstance(value, str):
@@ -38,15 +49,11 @@ def is_templated(value: Any) -> bool:
 
 def fail_task(message: str) -> NoReturn:
     """Fail the task without retries (bad input, or an outcome a retry cannot change)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    raise AirflowFailException(message)
+    raise airflow_exception("AirflowFailException")(message)
 
 
 def raise_for_event(event: dict[str, Any], *, retryable_error: bool, sensor: bool = False) -> str:
     """Map a VoucherifyExportTrigger event to the export id or to the exception for its outcome."""
-    from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
-
     status, export_id, message = event.get("status"), str(event.get("export_id")), str(event.get("message"))
     if status == "success":
         return export_id
@@ -58,6 +65,6 @@ def raise_for_event(event: dict[str, Any], *, retryable_error: bool, sensor: boo
         fail_task(message)
     if status == "timeout":
         if sensor:
-            raise AirflowSensorTimeout(message)
-        raise AirflowException(message)
-    raise AirflowException(message or f"Unexpected event {event!r}")
+            raise airflow_exception("AirflowSensorTimeout")(message)
+        raise airflow_exception("AirflowException")(message)
+    raise airflow_exception("AirflowException")(message or f"Unexpected event {event!r}")

@@ -12,7 +12,13 @@ from airflow.sdk import BaseSensorOperator
 
 from voucherify_provider import DEFAULT_CONN_ID
 from voucherify_provider.errors import VoucherifyExportFailedError, VoucherifyNotFoundError
-from voucherify_provider.operators._common import ERROR_HINT, conf_default_deferrable, fail_task, raise_for_event
+from voucherify_provider.operators._common import (
+    ERROR_HINT,
+    airflow_exception,
+    conf_default_deferrable,
+    fail_task,
+    raise_for_event,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -73,13 +79,12 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
                                                 max_wait),
                 method_name="execute_complete",
             )
-        from airflow.sdk.exceptions import AirflowSensorTimeout
-
+        sensor_timeout = airflow_exception("AirflowSensorTimeout")
         try:
             super().execute(context)
-        except AirflowSensorTimeout as err:
+        except sensor_timeout as err:
             status = self._status_or_unknown()
-            raise AirflowSensorTimeout(
+            raise sensor_timeout(
                 f"Export {self.export_id} was still {status} when the sensor timed out ({err}). Raise "
                 "`timeout` if exports of this size take longer."
             ) from None

@@ -19,7 +19,7 @@ from voucherify_provider.errors import (
     VoucherifyNotFoundError,
     explain_missing_connection,
 )
-from voucherify_provider.operators._common import fail_task, is_templated
+from voucherify_provider.operators._common import airflow_exception, fail_task, is_templated
 from voucherify_provider.window import Window, as_utc
 
 if TYPE_CHECKING:
@@ -207,9 +207,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     def _object_of(self, export: dict[str, Any]) -> catalog.ExportedObject:
         status = export.get("status")
         if status != "DONE":
-            from airflow.sdk.exceptions import AirflowException
-
-            raise AirflowException(
+            raise airflow_exception("AirflowException")(
                 f"Export {self.export_id} is {status}, not DONE; wait for it first "
                 "(VoucherifyExportDoneSensor or wait_for_completion=True)."
             )
