@@ -27,7 +27,8 @@ from voucherify_provider import __version__
 
 REPO = Path(__file__).resolve().parents[1]
 NEWEST, OLDEST = "3.3.2", "3.1.8"
-CONSTRAINTS = {NEWEST: REPO / "constraints.txt", OLDEST: REPO / "tests" / "compat" / f"constraints-airflow-{OLDEST}.txt"}
+CONSTRAINTS = {NEWEST: REPO / "constraints.txt",
+               OLDEST: REPO / "tests" / "compat" / f"constraints-airflow-{OLDEST}.txt"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -114,7 +115,7 @@ def test_airflow_registers_the_provider_and_parses_the_dags(installed, tmp_path)
 
 
 def test_example_dags_run_on_this_airflow(installed, tmp_path):
-    version, venv = installed
+    _, venv = installed
     with EmulatorProcess(tmp_path, scale=300) as emulator:
         env = airflow_env(tmp_path / "home", AIRFLOW_CONN_VOUCHERIFY_DEFAULT=emulator.connection(),
                           VOUCHERIFY_DESTINATION=str(tmp_path / "lake"), VOUCHERIFY_OBJECTS="redemption,order",
