@@ -15,11 +15,22 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# What some tests need beyond Python: Debian's chromium (UI tests, driven by playwright-core from npm) and
+# Java (Spark reading the landed Parquet). Installed when missing; where that is impossible (no root, no
+# apt), those tests skip and say why.
+SYSTEM_STAMP := .venv/.system-deps
+$(SYSTEM_STAMP): tests/ui/package.json tests/ui/package-lock.json | $(PY)
+	@command -v chromium >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	   default-jre-headless >/dev/null) || echo "warning: could not install chromium/java with apt-get"
+	@(cd tests/ui && npm ci --no-audit --no-fund --silent) || echo "warning: npm ci in tests/ui failed"
+	touch $@
+
 # Locally the suites marked `long` (chaos and week backfills) are left out to keep `make test` well under 15 min;
 # CI runs everything: .ci/run calls `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -m "not long"
 
-test: $(STAMP)
+test: $(STAMP) $(SYSTEM_STAMP)
 	$(VENV)/bin/ruff check voucherify_provider tests dags demo benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -61,3 +61,43 @@ def test_filters_merge_with_the_window():
     with pytest.raises(VoucherifyConfigError, match="junction 'or' with several conditions"):
         merge_filters({"junction": "or", "result": {"conditions": {"$in": ["x"]}},
                        "voucher_code": {"conditions": {"$in": ["y"]}}}, window)
+
+
+class _Run:
+    def __init__(self, run_after: datetime) -> None:
+        self.run_after = run_after
+
+
+class _Dag:
+    def __init__(self, timetable: object) -> None:
+        self.timetable = timetable
+
+
+def test_a_run_without_interval_takes_the_latest_complete_interval_of_its_timetable():
+    from airflow.sdk import CronDataIntervalTimetable
+
+    context = {"dag": _Dag(CronDataIntervalTimetable("@daily", timezone="UTC")),
+               "dag_run": _Run(datetime(2024, 1, 5, 10, 30, tzinfo=timezone.utc)),
+               "data_interval_start": None, "data_interval_end": None}
+    window = Window.for_run(None, None, context)
+    assert (window.start, window.end) == (datetime(2024, 1, 4, tzinfo=timezone.utc),
+                                          datetime(2024, 1, 5, tzinfo=timezone.utc))
+
+
+def test_a_run_without_interval_or_timetable_says_how_to_trigger_it():
+    from airflow.sdk import CronTriggerTimetable
+
+    for dag in (None, _Dag(CronTriggerTimetable("@daily", timezone="UTC"))):  # no timetable / zero-length
+        with pytest.raises(VoucherifyConfigError, match=r"airflow dags trigger DAG_ID -l .*logical_date"):
+            Window.for_run(None, None, {"dag": dag, "dag_run": _Run(datetime(2024, 1, 5, tzinfo=timezone.utc))})
+
+
+def test_a_snapshot_is_named_by_its_interval_else_by_run_after():
+    jan2, jan3 = datetime(2024, 1, 2, tzinfo=timezone.utc), datetime(2024, 1, 3, tzinfo=timezone.utc)
+    with_interval = Window.snapshot(None, None, {"data_interval_start": jan2, "data_interval_end": jan3})
+    assert with_interval.partition == "window_start=20240102T000000Z" and with_interval.end == jan3
+    zero_length = Window.snapshot(None, None, {"data_interval_start": jan2, "data_interval_end": jan2})
+    assert zero_length.partition == "window_start=20240102T000000Z"
+    run_after = datetime(2024, 1, 5, 10, 30, 15, tzinfo=timezone.utc)
+    without = Window.snapshot(None, None, {"dag_run": _Run(run_after)})
+    assert without.partition == "window_start=20240105T103015Z" and without.start == without.end == run_after
