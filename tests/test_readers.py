@@ -8,6 +8,7 @@ by the emulator's ``stall`` fault, so its staged file exists without a Parquet f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -57,6 +58,8 @@ def spark() -> Iterator[object]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    # py4j's finalizers log at INFO when the interpreter exits, after pytest has closed its capture streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 def rows_seen_by_every_reader(base: Path, spark: object) -> dict[str, int]:
