@@ -26,7 +26,8 @@ $(SYSTEM_STAMP): tests/ui/package.json tests/ui/package-lock.json | $(PY)
 	@(cd tests/ui && npm ci --no-audit --no-fund --silent) || echo "warning: npm ci in tests/ui failed"
 	touch $@
 
-# Locally the suites marked `long` (chaos and week backfills) are left out to keep `make test` well under 15 min;
+# Locally the suites marked `long` (chaos and week backfills, fresh-virtualenv installs, the UI/REST trigger stack)
+# are left out to keep `make test` under 15 min from a plain clone;
 # CI runs everything: .ci/run calls `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -m "not long"
 

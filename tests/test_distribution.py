@@ -80,7 +80,9 @@ def test_wheel_and_sdist_carry_the_provider_only(dist):
                                                  "PKG-INFO", ".gitignore"}
 
 
-@pytest.fixture(scope="module", params=[NEWEST, pytest.param(OLDEST, marks=pytest.mark.long)])
+# Each version costs a fresh virtualenv (~75 s of pip) and an `airflow dags test`: the suites behind `long`.
+@pytest.fixture(scope="module", params=[pytest.param(NEWEST, marks=pytest.mark.long),
+                                        pytest.param(OLDEST, marks=pytest.mark.long)])
 def installed(request, dist, tmp_path_factory) -> tuple[str, Path]:
     """A fresh virtualenv holding the built wheel and one Airflow version."""
     version = request.param

@@ -21,7 +21,7 @@ from tests.running_stack import REPO, RunningStack, start_stack
 from tests.warehouse_checks import landed
 from voucherify_provider.window import partition_stamp
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(900)]
 
 UI = REPO / "tests" / "ui"
 DAY = timedelta(days=1)
