@@ -2,9 +2,9 @@
 
 Landing engines turn the same redemption CSV (SOURCE is its path) into zstd Parquet with the same typed
 schema (baselines (b) to (d) are given that schema; pandas infers, as a hand-written PythonOperator
-would). The end-to-end engines take an export id as SOURCE and the emulator from ``BENCH_API_URL``,
-``BENCH_APP_ID`` and ``BENCH_APP_TOKEN``: ``operator`` runs VoucherifyDownloadToWarehouseOperator,
-``download`` streams the same file to nowhere, as the plain-requests half of a hand-written task.
+would). The end-to-end engines find the emulator in ``BENCH_API_URL``, ``BENCH_APP_ID`` and
+``BENCH_APP_TOKEN``: ``pipeline`` creates, waits for and lands a window as the example DAG does;
+``download_then_pyarrow`` (SOURCE: a DONE export of the same window) is the hand-written task it replaces.
 """
 
 from __future__ import annotations
@@ -120,39 +120,50 @@ def polars_baseline(csv_path: Path, out: Path) -> int:
 
 
 BENCH_CONN_ID = "voucherify_bench"
+# The emulator's default dataset spans this week: one window over it holds every row.
+BENCH_WINDOW = ("2024-01-01T00:00:00Z", "2024-01-08T00:00:00Z")
 
 
-def _auth() -> dict[str, str]:
-    return {"X-App-Id": os.environ["BENCH_APP_ID"], "X-App-Token": os.environ["BENCH_APP_TOKEN"]}
-
-
-def operator(export_id: str, out: Path) -> int:
-    """End to end: the operator fetches the export, downloads and lands it (one task's work)."""
-    from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
-
+def _use_bench_connection() -> None:
     os.environ[f"AIRFLOW_CONN_{BENCH_CONN_ID.upper()}"] = json.dumps({
         "conn_type": "voucherify", "host": os.environ["BENCH_API_URL"], "login": os.environ["BENCH_APP_ID"],
         "password": os.environ["BENCH_APP_TOKEN"]})
-    task = VoucherifyDownloadToWarehouseOperator(
-        task_id="land", export_id=export_id, destination=str(out), exported_object="redemption",
-        window_start="2024-01-01T00:00:00Z", window_end="2024-01-02T00:00:00Z", voucherify_conn_id=BENCH_CONN_ID)
-    return int(task.execute({})["rows"])
 
 
-def download(export_id: str, out: Path) -> int:
-    """The download half of a hand-written task: GET the export, stream its file to /dev/null; bytes."""
+def pipeline(_: str, out: Path) -> int:
+    """End to end as the example DAG's three tasks do it, in one process: VoucherifyCreateExportOperator's
+    request for the window, the sensor's wait for DONE, then VoucherifyDownloadToWarehouseOperator."""
+    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+    from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+    _use_bench_connection()
+    create = VoucherifyCreateExportOperator(task_id="export", exported_object="redemption", fields=FIELDS,
+                                            window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1],
+                                            voucherify_conn_id=BENCH_CONN_ID)
+    request = create.plan({})
+    export = create.hook.create_export(request["exported_object"], request["fields"], request["order"],
+                                       request["filters"])
+    create.hook.wait_for_export(export["id"], poll_interval=0.1)
+    land = VoucherifyDownloadToWarehouseOperator(
+        task_id="land", export_id=export["id"], destination=str(out), exported_object="redemption",
+        window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1], voucherify_conn_id=BENCH_CONN_ID)
+    return int(land.execute({})["rows"])
+
+
+def download_then_pyarrow(export_id: str, out: Path) -> int:
+    """The hand-written task: GET the DONE export, stream its file to disk, then baseline (b) on it."""
     import requests
 
+    auth = {"X-App-Id": os.environ["BENCH_APP_ID"], "X-App-Token": os.environ["BENCH_APP_TOKEN"]}
+    local = out / "export.csv"
     with requests.Session() as session:
-        session.headers.update(_auth())
+        session.headers.update(auth)
         export = session.get(f"{os.environ['BENCH_API_URL']}/v1/exports/{export_id}", timeout=60).json()
-        size = 0
-        with session.get(export["result"]["url"], stream=True, timeout=600) as response, \
-                open(os.devnull, "wb") as sink:
+        with session.get(export["result"]["url"], stream=True, timeout=600) as response, local.open("wb") as sink:
             response.raise_for_status()
             for chunk in response.iter_content(1 << 20):
-                size += sink.write(chunk)
-        return size
+                sink.write(chunk)
+    return pyarrow_baseline(local, out)
 
 
 # Imported before the clock starts: a task already has its libraries loaded; we time the landing itself.
@@ -161,25 +172,25 @@ PRELOAD = {
                  "voucherify_provider.landing.typed_csv"),
     "pandas": ("pandas", "pyarrow.parquet"), "pyarrow": ("pyarrow.csv", "pyarrow.parquet"),
     "duckdb": ("duckdb",), "polars": ("polars",),
-    "operator": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
+    "pipeline": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
                  "voucherify_provider.landing.typed_csv", "voucherify_provider.transfers.export_to_warehouse",
-                 "voucherify_provider.hooks.voucherify"),
-    "download": ("requests",),
+                 "voucherify_provider.operators.export", "voucherify_provider.hooks.voucherify"),
+    "download_then_pyarrow": ("requests", "pyarrow.csv", "pyarrow.parquet"),
 }
 LANDING: dict[str, Any] = {"provider": provider, "pandas": pandas_baseline, "pyarrow": pyarrow_baseline,
                            "duckdb": duckdb_baseline, "polars": polars_baseline}
-END_TO_END: dict[str, Any] = {"operator": operator, "download": download}
+END_TO_END: dict[str, Any] = {"pipeline": pipeline, "download_then_pyarrow": download_then_pyarrow}
 
 
 def main() -> None:
-    """Run one engine and print its wall time, peak RSS and row count (bytes for ``download``) as JSON."""
+    """Run one engine and print its wall time (imports excluded), peak RSS and row count as JSON."""
     engine, source, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     out.mkdir(parents=True, exist_ok=True)
     import importlib
 
     for module in PRELOAD[engine]:
         importlib.import_module(module)
-    if engine in ("provider", "operator"):
+    if engine in ("provider", "pipeline"):
         # ObjectStoragePath registers every provider's filesystem on first use (~1 s, once per task).
         from airflow.sdk import ObjectStoragePath
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_engine(engine: str, source: str | Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """One run of ``benchmarks.engines`` (its own process, so peak RSS is its own); its report."""
+    """One run of ``benchmarks.engines`` (its own process, so peak RSS is its own); its report, plus
+    ``process_seconds``: the whole process, from start to exit, imports and all (what a task waits)."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as out:
+        started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "benchmarks.engines", engine, str(source), out],
                               capture_output=True, text=True, cwd=ROOT, timeout=1800,
                               env={**os.environ, **(env or {})})
+        process_seconds = time.perf_counter() - started
         if done.returncode != 0:
             raise RuntimeError(f"{engine} failed: {done.stderr[-2000:]}")
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_seconds": process_seconds}

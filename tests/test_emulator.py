@@ -120,12 +120,23 @@ def test_export_durations_spread_between_the_bounds(emu, hook):
 
 def test_export_cache_renders_each_file_once(emu, hook, tmp_path):
     emu.configure(export_cache_dir=str(tmp_path))
-    export = hook.wait_for_export(hook.create_export("customer")["id"], poll_interval=0.05)
-    first = b"".join(b"".join(part.iter_bytes()) for part in hook.download_export(export["id"]))
+
+    def download(export_id: str) -> bytes:
+        return b"".join(b"".join(part.iter_bytes()) for part in hook.download_export(export_id))
+
+    def export_orders() -> str:
+        return str(hook.wait_for_export(hook.create_export("order")["id"], poll_interval=0.05)["id"])
+
+    first_id = export_orders()
+    first = download(first_id)
     cached = list(tmp_path.iterdir())
-    assert [p.name for p in cached] == [f"{export['id']}-0.csv"] and cached[0].read_bytes() == first
-    again = b"".join(b"".join(part.iter_bytes()) for part in hook.download_export(export["id"]))
-    assert again == first
+    assert len(cached) == 1 and cached[0].read_bytes() == first
+    assert download(export_orders()) == first and list(tmp_path.iterdir()) == cached  # same data: same file
+    first_order = first.splitlines()[1].split(b",")[0].decode()
+    hook.create_order({"id": first_order, "status": "FULFILLED"})  # the data changes...
+    download(export_orders())
+    assert len(list(tmp_path.iterdir())) == 2  # ...so a new export renders its own file,
+    assert download(first_id) == first  # while an export's file stays what it was at its first download
     emu.reset()
     assert list(tmp_path.iterdir()) == []  # ids restart after a reset: stale files must not be served
 

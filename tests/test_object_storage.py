@@ -95,3 +95,33 @@ def test_commit_lock_is_exclusive_on_s3(s3):
             with CommitLock(partition, "second", timeout=0.5):
                 pass
     assert not s3.exists(f"lake/locks/window_start=20240102T000000Z/{LOCK}")
+
+
+@pytest.mark.parametrize("proxied", [False, True])
+def test_s3_files_are_written_natively_unless_fsspec_must(s3, s3_endpoint, monkeypatch, proxied):
+    """Parquet goes to S3 through pyarrow's native S3 stream with the connection's credentials; a setting
+    pyarrow cannot carry (here a proxy) sends it through fsspec instead. Either way the bytes and hash match."""
+    import hashlib
+
+    import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
+
+    from voucherify_provider.landing.sink import HashedOutput
+
+    if proxied:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_PROXIED", json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1",
+                      "config_kwargs": {"proxies": {}}}}))
+    conn_id = "aws_proxied" if proxied else "aws_lake"
+    path = ObjectStoragePath(f"s3://lake/native/{conn_id}.bin", conn_id=conn_id)
+    output = HashedOutput(path)
+    assert output.native is not proxied
+    payload = bytes(range(256)) * 50_000  # 12.8 MB: more than one buffer flush and one multipart part
+    with pa.input_stream(pa.py_buffer(payload)) as source:
+        while chunk := source.read(3 << 20):
+            output.stream.write(chunk)
+    size, sha256 = output.close()
+    body = s3.cat(f"lake/native/{conn_id}.bin")
+    assert (size, sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert body == payload

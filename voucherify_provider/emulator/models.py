@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
+import json
 import secrets
 import threading
 import time
@@ -99,11 +101,13 @@ class Backend:
             self.request_counts: dict[str, int] = {}
             self.request_log: list[dict[str, Any]] = []
             self.issued_tokens: list[str] = []
+            self.revision = 0  # bumped by every change to the data (API orders, rollbacks): keys cached files
             self._counter = itertools.count(1)
             # Ids restart after a reset, so files rendered for the old exports must go.
             for path in getattr(self, "_rendered", []):
                 path.unlink(missing_ok=True)
             self._rendered: list[Path] = []
+            self._file_keys: dict[tuple[str, int], str] = {}
             self._render_lock = threading.Lock()
 
     def log_request(self, route: str, method: str, path: str, status: int) -> None:
@@ -271,8 +275,10 @@ class Backend:
         if not self.config.export_cache_dir:
             yield from self.csv_stream(record, part)
             return
-        path = Path(self.config.export_cache_dir) / f"{record.id}-{part}.csv"
         with self._render_lock:  # one rendering per file, even when downloads race
+            # An export's file is fixed at its first download, whatever changes in the data afterwards.
+            key = self._file_keys.setdefault((record.id, part), self._content_key(record, part))
+            path = Path(self.config.export_cache_dir) / f"{key}.csv"
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
@@ -282,6 +288,14 @@ class Backend:
                 tmp.rename(path)
                 self._rendered.append(path)
         yield from _read_file(path)
+
+    def _content_key(self, record: ExportRecord, part: int) -> str:
+        """Names a rendered file by what it holds, so a new export of the same data (a benchmark's repeated
+        runs, a retried window) is served from the file already rendered, like the real API's storage."""
+        c = self.config
+        identity = [record.exported_object, record.parameters, part, self.revision, c.seed, c.scale, c.start, c.end,
+                    c.money_format, c.csv_headers, c.chunk_rows, c.after_inclusive, c.before_inclusive]
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def csv_stream(self, record: ExportRecord, part: int) -> Iterator[bytes]:
         """The CSV file (or one part of it) in buffers of about 256 KiB."""
@@ -404,6 +418,7 @@ class Backend:
             row["total_amount"] = row["amount"] - (row.get("discount_amount") or 0)
         order = self._order_json(row)
         self.orders[order["id"]] = order
+        self.revision += 1
         return order
 
     @staticmethod
@@ -567,5 +582,6 @@ class Backend:
             if tracking_id:
                 rollback["tracking_id"] = tracking_id
             self.rollbacks[redemption_id] = rollback
+            self.revision += 1
             return rollback
 

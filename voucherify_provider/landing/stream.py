@@ -7,42 +7,45 @@ from collections.abc import Callable, Iterator
 
 
 class IterStream(io.RawIOBase):
-    """Read-only stream over byte chunks; memory holds at most one chunk beyond what the reader asked."""
+    """Read-only stream over byte chunks; memory holds at most one chunk beyond what the reader asked.
+
+    A chunk is kept whole with a read position, so handing out part of it copies nothing but the bytes
+    the reader asked for (straight into its buffer).
+    """
 
     def __init__(self, chunks: Iterator[bytes], on_progress: Callable[[int], None] | None = None) -> None:
         self._chunks = chunks
-        self._pending = b""
+        self._chunk = b""
+        self._pos = 0
         self._on_progress = on_progress
         self.bytes_read = 0
+
+    def _fill(self) -> bool:
+        """Make sure unread bytes are pending; False at the end of the stream."""
+        while self._pos >= len(self._chunk):
+            try:
+                self._chunk, self._pos = bytes(next(self._chunks)), 0
+            except StopIteration:
+                self._chunk, self._pos = b"", 0
+                return False
+        return True
 
     def read_line(self) -> bytes:
         """Bytes up to and including the first newline (or to the end): the header row."""
         line = b""
-        while True:
-            if not self._pending:
-                try:
-                    self._pending = next(self._chunks)
-                except StopIteration:
-                    return line
-                continue
-            cut = self._pending.find(b"\n")
+        while self._fill():
+            cut = self._chunk.find(b"\n", self._pos)
+            end = len(self._chunk) if cut < 0 else cut + 1
+            line += self._chunk[self._pos : end]
+            self.bytes_read += end - self._pos
+            self._pos = end
             if cut >= 0:
-                line += self._pending[: cut + 1]
-                self._pending = self._pending[cut + 1 :]
-                self.bytes_read += cut + 1
-                return line
-            line += self._pending
-            self.bytes_read += len(self._pending)
-            self._pending = b""
+                break
+        return line
 
     def at_end(self) -> bool:
         """True when no byte is left (pulls the next chunk to know)."""
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return True
-        return False
+        return not self._fill()
 
     def readable(self) -> bool:
         """Always readable."""
@@ -56,16 +59,10 @@ class IterStream(io.RawIOBase):
         """
         view = memoryview(buffer).cast("B")
         filled = 0
-        while filled < len(view):
-            if not self._pending:
-                try:
-                    self._pending = next(self._chunks)
-                except StopIteration:
-                    break
-                continue
-            size = min(len(view) - filled, len(self._pending))
-            view[filled : filled + size] = self._pending[:size]
-            self._pending = self._pending[size:]
+        while filled < len(view) and self._fill():
+            size = min(len(view) - filled, len(self._chunk) - self._pos)
+            view[filled : filled + size] = memoryview(self._chunk)[self._pos : self._pos + size]
+            self._pos += size
             filled += size
         self.bytes_read += filled
         if self._on_progress is not None and filled:

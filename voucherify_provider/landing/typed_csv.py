@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import re
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -231,10 +233,28 @@ class TypedCsvReader:
         if self.window is None or batch.num_rows == 0:
             return batch
         created = batch.column(self.obj.created_field or "")
-        start = pa.scalar(self.window.start, created.type)
-        end = pa.scalar(self.window.end, created.type)
-        keep = pc.and_(pc.greater_equal(created, start), pc.less(created, end))
-        keep = pc.fill_null(keep, False)
+        start, end = timestamp_scalar(self.window.start, created.type), timestamp_scalar(self.window.end, created.type)
+        if created.null_count == 0:  # the common case, every row inside: keep the batch without copying it
+            bounds = pc.min_max(created)
+            if pc.and_(pc.greater_equal(bounds["min"], start), pc.less(bounds["max"], end)).as_py():
+                return batch
+        keep = pc.fill_null(pc.and_(pc.greater_equal(created, start), pc.less(created, end)), False)
         kept = batch.filter(keep)
         self.stats.outside_window += batch.num_rows - kept.num_rows
         return kept
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def timestamp_scalar(moment: datetime, type_: pa.DataType) -> pa.Scalar:
+    """``moment`` as an Arrow scalar of timestamp type ``type_``, built from its bytes.
+
+    Converting Python objects to Arrow (``pa.scalar``, ``pa.array``, comparing with a datetime) imports
+    pandas in pyarrow 26: 0.6 s added to every landing task, which otherwise never loads it.
+    """
+    micros = (moment - EPOCH) // timedelta(microseconds=1)
+    value = micros * _PER_SECOND[type_.unit] // 1_000_000
+    raw = pa.py_buffer(struct.pack("<q", value))
+    return pa.Array.from_buffers(pa.int64(), 1, [None, raw]).view(type_)[0]

@@ -18,7 +18,6 @@ Protocol, for local disks and object stores alike:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import time
@@ -29,6 +28,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
+
+from voucherify_provider.landing.encoder import BackgroundEncoder
+from voucherify_provider.landing.sink import HashedOutput, open_untracked
 
 MANIFEST = "_manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -57,73 +59,63 @@ class FileEntry:
         return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
 
 
-class _HashingSink(io.RawIOBase):
-    """Write-through wrapper counting bytes and hashing them, so files are not read back to checksum."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        self.sha256.update(view)
-        self.size += len(view)
-        self._target.write(view)
-        return len(view)
-
-
 class PartWriter:
-    """Writes one Parquet file from batches, buffering them into row groups (64k rows by default: the
-    buffered row group is most of a landing's memory, and DuckDB's own default is 122,880 rows)."""
+    """Writes one Parquet file from batches in row groups of exactly ``row_group_rows`` (64k by default; the
+    last one smaller). Row groups are encoded on a background thread (see ``encoder.py``) while the caller
+    parses the next rows; the queued row groups are most of a landing's memory (DuckDB's own row group
+    default is 122,880 rows)."""
 
     def __init__(self, partition: ObjectStoragePath, name: str, schema: pa.Schema,
                  metadata: dict[str, str], row_group_rows: int, owner: str) -> None:
         self.name = name
         self.temp = staged_path(partition, owner, name)
-        self._handle = self.temp.open("wb")
-        self._sink = _HashingSink(self._handle)
         extra = {k.encode(): v.encode() for k, v in metadata.items()}
-        schema = schema.with_metadata({**(schema.metadata or {}), **extra})
-        self._writer = pq.ParquetWriter(pa.PythonFile(self._sink, mode="w"), schema, compression="zstd",
-                                        write_statistics=True)
-        self._schema = schema
-        self._buffer: list[pa.RecordBatch] = []
-        self._buffered = 0
+        self._schema = schema.with_metadata({**(schema.metadata or {}), **extra})
+        self._output = HashedOutput(self.temp)
+        try:
+            self._writer = pq.ParquetWriter(self._output.stream, self._schema, compression="zstd",
+                                            write_statistics=True)
+        except BaseException:
+            self._output.discard()
+            raise
+        self._encoder = BackgroundEncoder(self._writer)
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
         self._row_group_rows = row_group_rows
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Add rows; a row group is written once enough are buffered (memory stays bounded)."""
-        self._buffer.append(batch)
-        self._buffered += batch.num_rows
-        if self._buffered >= self._row_group_rows:
-            self._flush()
+        """Add rows; each full row group goes to the encoder (which waits when two are queued)."""
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        while self._pending_rows >= self._row_group_rows:
+            table = pa.Table.from_batches(self._pending, schema=self._schema)
+            rest = table.slice(self._row_group_rows)  # zero-copy: the rest keeps its buffers
+            self._hand_over(table.slice(0, self._row_group_rows))
+            self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
 
-    def _flush(self) -> None:
-        if self._buffered:
-            table = pa.Table.from_batches(self._buffer, schema=self._schema)
-            self._writer.write_table(table, row_group_size=self._row_group_rows)
-            self.rows += table.num_rows
-        self._buffer, self._buffered = [], 0
+    def _hand_over(self, table: pa.Table) -> None:
+        self._encoder.put(table)
+        self.rows += table.num_rows
 
     def close(self) -> FileEntry:
         """Finish the file (an empty one still carries the full schema); it stays staged until commit."""
-        self._flush()
+        if self._pending_rows:
+            self._hand_over(pa.Table.from_batches(self._pending, schema=self._schema))
+        self._pending, self._pending_rows = [], 0
+        self._encoder.finish()
         self._writer.close()
-        self._handle.close()
-        return FileEntry(self.name, self.rows, self._sink.size, self._sink.sha256.hexdigest(), self.temp.name)
+        size, sha256 = self._output.close()
+        return FileEntry(self.name, self.rows, size, sha256, self.temp.name)
 
     def abort(self) -> None:
-        """Drop the temporary file."""
+        """Stop encoding and drop the staged file."""
+        self._encoder.cancel()
         try:
             self._writer.close()
-        except Exception:
+        except Exception:  # the file is being dropped; a failing footer write changes nothing
             pass
-        self._handle.close()
+        self._output.discard()
         if self.temp.exists():
             self.temp.unlink()
 
@@ -138,7 +130,7 @@ def ensure_writable(partition: ObjectStoragePath) -> None:
     try:
         partition.mkdir(parents=True, exist_ok=True)
         probe = partition / f"{TMP_PREFIX}probe-{uuid.uuid4().hex}"
-        with probe.open("wb") as handle:
+        with open_untracked(probe, "wb") as handle:
             handle.write(b"")
         probe.unlink()
     except OSError as err:
@@ -186,7 +178,7 @@ class PartitionWriter:
     def write_side_file(self, name: str, data: bytes) -> FileEntry:
         """Stage a non-Parquet file of this run (e.g. rejected rows); it is committed with the data."""
         staged = staged_path(self.partition, self.owner, name)
-        with staged.open("wb") as handle:
+        with open_untracked(staged, "wb") as handle:
             handle.write(data)
         entry = FileEntry(name, -1, len(data), hashlib.sha256(data).hexdigest(), staged.name)
         self.extra_files.append(entry)
@@ -203,7 +195,7 @@ class PartitionWriter:
             for entry in [*self.entries, *self.extra_files]:
                 (self.partition / entry.staged).rename(self.partition / entry.path)
             temp = staged_path(self.partition, self.owner, MANIFEST)
-            with temp.open("wb") as handle:
+            with open_untracked(temp, "wb") as handle:
                 handle.write(body)
             temp.rename(self.partition / MANIFEST)
             self.committed = True
@@ -265,7 +257,7 @@ class CommitLock:
         deadline, waited = time.monotonic() + self.timeout, False
         while True:
             try:
-                with self.path.open("xb") as handle:
+                with open_untracked(self.path, "xb") as handle:
                     handle.write(json.dumps({"token": self.token, "at": time.time()}).encode())
                 return self
             except FileExistsError:
@@ -287,7 +279,8 @@ class CommitLock:
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            return dict(json.loads(self.path.read_bytes()))
+            with open_untracked(self.path, "rb") as handle:
+                return dict(json.loads(handle.read()))
         except (OSError, ValueError):
             return None
 

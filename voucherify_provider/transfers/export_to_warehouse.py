@@ -48,12 +48,30 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
                 f"AIRFLOW_CONN_{conn_id.upper()}), or leave destination_conn_id unset to use the worker's "
                 "default credentials."):
             BaseHook.get_connection(conn_id)
+    if not conn_id and _is_local(str(destination)):
+        _attach_local_filesystem()
     try:
         return ObjectStoragePath(str(destination), conn_id=conn_id)
     except ValueError as err:
         raise VoucherifyConfigError(
             f"destination {str(destination)!r}: {err}. Use a local path or a URL whose filesystem is installed "
             "(file://, s3:// with apache-airflow-providers-amazon[s3fs], gs://, abfs://...).") from None
+
+
+def _is_local(destination: str) -> bool:
+    return "://" not in destination or destination.startswith("file://")
+
+
+def _attach_local_filesystem() -> None:
+    """Give local paths their filesystem directly: resolving it through Airflow's registry first imports
+    every provider's filesystem module (boto3 and more: ~0.15-0.3 s of each landing task)."""
+    try:
+        from airflow.sdk.io.store import attach
+    except ImportError:  # pragma: no cover - older task SDKs resolve it the slow way
+        return
+    from fsspec.implementations.local import LocalFileSystem
+
+    attach("file", fs=LocalFileSystem())
 
 
 def asset_for(destination: str, exported_object: str) -> Asset:
