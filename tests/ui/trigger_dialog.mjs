@@ -21,8 +21,11 @@ try {
 
   async function pickDate(index, date) {
     await dialog.getByTestId('datetime-input').nth(index).click();
-    await page.getByPlaceholder('YYYY/MM/DD').fill(date);
-    await page.getByPlaceholder('HH:mm').fill('00:00');
+    // Depending on render timing the inputs of both ends (From, To) can be in the page at once: take this
+    // end's, in document order.
+    const mine = async (locator) => ((await locator.count()) > 1 ? locator.nth(index) : locator);
+    await (await mine(page.getByPlaceholder('YYYY/MM/DD'))).fill(date);
+    await (await mine(page.getByPlaceholder('HH:mm'))).fill('00:00');
     await dialog.getByText('Date Range').click(); // closes the picker, keeps the dialog
   }
 

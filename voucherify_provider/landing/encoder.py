@@ -2,7 +2,8 @@
 
 The caller's thread parses CSV (pyarrow releases the GIL while it does) and hands each finished row group
 over a queue of ``depth`` tables; this thread encodes and compresses them (also GIL-free) meanwhile.
-Memory stays bounded: ``depth`` queued row groups plus the one being encoded.
+Memory stays bounded: ``depth`` queued row groups plus the one being encoded. A deeper queue bought no
+speed on 2 cores (2M rows: 2.0-2.1 s at depth 1 and 2) and cost ~40 MB.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 from typing import Any
+
+import pyarrow as pa
 
 _STOP = object()
 
@@ -21,7 +24,7 @@ class BackgroundEncoder:
     :param depth: row groups that may wait in the queue (backpressure beyond that).
     """
 
-    def __init__(self, writer: Any, depth: int = 2) -> None:
+    def __init__(self, writer: Any, depth: int = 1) -> None:
         self._writer = writer
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
@@ -70,6 +73,10 @@ class BackgroundEncoder:
                 return
             try:
                 self._writer.write_table(table, row_group_size=table.num_rows)
+                del table
+                # The allocator keeps freed row groups cached per thread; handing them back keeps the
+                # task's memory flat (~35 MB less peak RSS at 2M rows, no measurable time).
+                pa.default_memory_pool().release_unused()
             except BaseException as err:  # handed to the producer on its next put (which no longer waits)
                 self._error = err
                 return

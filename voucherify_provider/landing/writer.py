@@ -62,8 +62,8 @@ class FileEntry:
 class PartWriter:
     """Writes one Parquet file from batches in row groups of exactly ``row_group_rows`` (64k by default; the
     last one smaller). Row groups are encoded on a background thread (see ``encoder.py``) while the caller
-    parses the next rows; the queued row groups are most of a landing's memory (DuckDB's own row group
-    default is 122,880 rows)."""
+    parses the next rows; the row groups in flight (one being filled, one queued, one being encoded) are
+    most of a landing's memory (DuckDB's own row group default is 122,880 rows)."""
 
     def __init__(self, partition: ObjectStoragePath, name: str, schema: pa.Schema,
                  metadata: dict[str, str], row_group_rows: int, owner: str) -> None:
