@@ -18,7 +18,8 @@ def test_bench_smoke(tmp_path):
     engines = {(r["size"], r["engine"]) for r in report["landing"]}
     assert engines == {(s, e) for s in (2000, 5000) for e in ("provider", "pyarrow", "pandas", "duckdb", "polars")}
     assert not {"pandas", "pyarrow"} & set(report["parse_cost"]["heavy_modules_at_parse"])
-    assert "vs pyarrow" in done.stdout
+    assert "vs pyarrow" in done.stdout and "parse alone" in done.stdout
+    assert set(report["stages"]["seconds"]) == {"parse_stage", "encode_stage"}
     e2e = report["end_to_end"]
     assert e2e["rows"] == 3000 and e2e["overhead"] > 0
     assert set(e2e["seconds"]) == set(e2e["process_seconds"]) == {"pipeline", "download_then_pyarrow"}
