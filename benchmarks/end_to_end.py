@@ -16,19 +16,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks.engines import BENCH_WINDOW
-from benchmarks.inputs import FIELDS
+from benchmarks.engines import bench_export_task
 from benchmarks.process import run_engine
 from demo.stack import EmulatorProcess
 
 
 def _window_request() -> dict[str, Any]:
     """The export request VoucherifyCreateExportOperator makes for the bench window."""
-    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
-
-    create = VoucherifyCreateExportOperator(task_id="export", exported_object="redemption", fields=FIELDS,
-                                            window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1])
-    request = create.plan({})
+    request = bench_export_task().plan({})
     return {"exported_object": "redemption",
             "parameters": {"fields": request["fields"], "filters": request["filters"],
                            **({"order": request["order"]} if request["order"] else {})}}

@@ -39,41 +39,30 @@ def _partition_writer(out: Path) -> Any:
 
 def provider(csv_path: Path, out: Path) -> int:
     """The DownloadToWarehouse code path: byte stream -> typed batches -> committed Parquet partition."""
+    return encode_stage(_typed_batches(csv_path), out)
+
+
+def _typed_batches(csv_path: Path) -> Any:
+    """The provider's streaming parse of the file: typed batches, as the landing gets them."""
     from voucherify_provider import catalog
     from voucherify_provider.landing.stream import IterStream
     from voucherify_provider.landing.typed_csv import TypedCsvReader
 
-    reader = TypedCsvReader(catalog.OBJECTS["redemption"], FIELDS)
-    writer = _partition_writer(out)
-    part = writer.part("part-bench.parquet")
-    for batch in reader.batches(IterStream(_chunks(csv_path))):
-        part.write(batch)
-    writer.add(part.close())
-    return int(writer.commit({"export_id": "bench"})["rows"])
+    return TypedCsvReader(catalog.OBJECTS["redemption"], FIELDS).batches(IterStream(_chunks(csv_path)))
 
 
 def parse_stage(csv_path: Path, _: Path) -> int:
     """Stage timing: the provider's streaming parse alone (typed batches, dropped)."""
-    from voucherify_provider import catalog
-    from voucherify_provider.landing.stream import IterStream
-    from voucherify_provider.landing.typed_csv import TypedCsvReader
-
-    reader = TypedCsvReader(catalog.OBJECTS["redemption"], FIELDS)
-    return sum(batch.num_rows for batch in reader.batches(IterStream(_chunks(csv_path))))
+    return sum(batch.num_rows for batch in _typed_batches(csv_path))
 
 
 def _read_whole(csv_path: Path) -> Any:
-    """Untimed preparation of ``encode_stage``: the typed table, in the parser's batch sizes."""
-    from voucherify_provider import catalog
-    from voucherify_provider.landing.stream import IterStream
-    from voucherify_provider.landing.typed_csv import TypedCsvReader
-
-    reader = TypedCsvReader(catalog.OBJECTS["redemption"], FIELDS)
-    return list(reader.batches(IterStream(_chunks(csv_path))))
+    """Untimed preparation of ``encode_stage``: the typed batches, all in memory."""
+    return list(_typed_batches(csv_path))
 
 
 def encode_stage(batches: Any, out: Path) -> int:
-    """Stage timing: the provider's writer alone (row groups, zstd, hash, commit) from batches in memory."""
+    """The provider's writer (row groups, zstd, hash, commit); timed alone when given batches in memory."""
     writer = _partition_writer(out)
     part = writer.part("part-bench.parquet")
     for batch in batches:
@@ -165,16 +154,22 @@ def _use_bench_connection() -> None:
         "password": os.environ["BENCH_APP_TOKEN"]})
 
 
+def bench_export_task(conn_id: str = "voucherify_default") -> Any:
+    """VoucherifyCreateExportOperator for the bench window (every row of the emulator's dataset)."""
+    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+
+    return VoucherifyCreateExportOperator(task_id="export", exported_object="redemption", fields=FIELDS,
+                                          window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1],
+                                          voucherify_conn_id=conn_id)
+
+
 def pipeline(_: str, out: Path) -> int:
     """End to end as the example DAG's three tasks do it, in one process: VoucherifyCreateExportOperator's
     request for the window, the sensor's wait for DONE, then VoucherifyDownloadToWarehouseOperator."""
-    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
     from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
     _use_bench_connection()
-    create = VoucherifyCreateExportOperator(task_id="export", exported_object="redemption", fields=FIELDS,
-                                            window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1],
-                                            voucherify_conn_id=BENCH_CONN_ID)
+    create = bench_export_task(BENCH_CONN_ID)
     request = create.plan({})
     export = create.hook.create_export(request["exported_object"], request["fields"], request["order"],
                                        request["filters"])
