@@ -78,8 +78,7 @@ class Window:
         """The explicit bounds where given, else the run's data interval, else (a run without one: triggered
         with no logical date, or by an asset) the latest complete interval of the DAG's timetable before the
         run, i.e. what the scheduler would have given a run at that moment."""
-        start = start if start is not None else context.get("data_interval_start")
-        end = end if end is not None else context.get("data_interval_end")
+        start, end = _explicit_or_interval(start, end, context)
         if start is None and end is None and (inferred := latest_complete_interval(context)) is not None:
             return inferred
         return cls.of(start, end)
@@ -89,8 +88,7 @@ class Window:
                  context: Mapping[str, Any]) -> Window:
         """A snapshot needs no window, only a name for its partition: the explicit bounds or the run's data
         interval where there is one (possibly zero-length), else the instant the run was due (``run_after``)."""
-        start = start if start is not None else context.get("data_interval_start")
-        end = end if end is not None else context.get("data_interval_end")
+        start, end = _explicit_or_interval(start, end, context)
         if start is None:
             start = getattr(context.get("dag_run"), "run_after", None) or datetime.now(timezone.utc)
         s = as_utc(start, "window_start")
@@ -104,6 +102,13 @@ class Window:
     def partition(self) -> str:
         """Hive-style partition segment, no colons: ``window_start=20240101T000000Z``."""
         return f"window_start={partition_stamp(self.start)}"
+
+
+def _explicit_or_interval(start: datetime | str | None, end: datetime | str | None,
+                          context: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Each bound as given, else the run's data interval's (None for a run without one)."""
+    return (start if start is not None else context.get("data_interval_start"),
+            end if end is not None else context.get("data_interval_end"))
 
 
 def latest_complete_interval(context: Mapping[str, Any]) -> Window | None:

@@ -55,13 +55,9 @@ class HashedOutput:
     """An output stream for one file: ``stream`` takes the bytes; ``close()`` gives (size, sha256)."""
 
     def __init__(self, path: ObjectStoragePath) -> None:
-        self.native = False
-        target = _native_output(path)
-        if target is not None:
-            self.native = True
-        else:
-            target = open_untracked(path, "wb")
-        self._sink = _HashingSink(target)
+        native = _native_output(path)
+        self.native = native is not None
+        self._sink = _HashingSink(native if native is not None else open_untracked(path, "wb"))
         self.stream = pa.BufferedOutputStream(pa.PythonFile(self._sink, mode="w"), buffer_size=FLUSH_BYTES)
 
     def close(self) -> tuple[int, str]:

@@ -108,6 +108,10 @@ class TypedCsvReader:
                 f"A windowed {obj.name} export must include its creation field {obj.created_field!r} "
                 f"(fields: {', '.join(self.fields)})."
             )
+        self._bounds: tuple[pa.Scalar, pa.Scalar] | None = None
+        if window is not None:
+            created_type = self.schema.field(obj.created_field or "").type
+            self._bounds = (timestamp_scalar(window.start, created_type), timestamp_scalar(window.end, created_type))
 
     def batches(self, stream: IterStream) -> Iterator[pa.RecordBatch]:
         """Typed, window-filtered batches of one file; the header row is checked and dropped."""
@@ -230,10 +234,10 @@ class TypedCsvReader:
         return pa.array(flags, pa.bool_()), first
 
     def _in_window(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if self.window is None or batch.num_rows == 0:
+        if self._bounds is None or batch.num_rows == 0:
             return batch
         created = batch.column(self.obj.created_field or "")
-        start, end = timestamp_scalar(self.window.start, created.type), timestamp_scalar(self.window.end, created.type)
+        start, end = self._bounds
         if created.null_count == 0:  # the common case, every row inside: keep the batch without copying it
             bounds = pc.min_max(created)
             if pc.and_(pc.greater_equal(bounds["min"], start), pc.less(bounds["max"], end)).as_py():

@@ -85,7 +85,7 @@ class PartWriter:
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Add rows; each full row group goes to the encoder (which waits when two are queued)."""
+        """Add rows; each full row group goes to the encoder (this waits while one is already queued)."""
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         while self._pending_rows >= self._row_group_rows:
