@@ -56,7 +56,12 @@ def get_provider_info() -> dict[str, Any]:
                 "source-integration-name": "Voucherify",
                 "target-integration-name": "Common IO",
                 "python-module": "voucherify_provider.transfers.export_to_warehouse",
-            }
+            },
+            {
+                "source-integration-name": "Common IO",
+                "target-integration-name": "Common IO",
+                "python-module": "voucherify_provider.transfers.current_state",
+            },
         ],
         "connection-types": [
             {

@@ -65,12 +65,25 @@ class ExportedObject:
     window_filter: str | None
     # Records change after creation, so created_at windows alone miss updates: offer snapshots.
     mutable: bool = False
+    # Field (and filter key) of the last change; set where the API filters on it, which makes change
+    # windows possible: records created or updated in a window (``incremental``).
+    updated_field: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def windowable(self) -> bool:
         """Whether created_at windows can be requested for this object."""
         return self.window_filter is not None
+
+    @property
+    def incremental(self) -> bool:
+        """Whether change windows (records created or updated in a window) can be exported."""
+        return self.windowable and self.updated_field is not None
+
+    @property
+    def key_field(self) -> str:
+        """The field identifying a record across its versions (the current-state table's merge key)."""
+        return "id" if "id" in self.fields else "code"
 
     @property
     def allowed_orders(self) -> tuple[str, ...]:
@@ -166,10 +179,12 @@ class UnknownFieldError(CatalogError):
 
 
 def _obj(name: str, fields: dict[str, FieldType], defaults: tuple[str, ...], orders: tuple[str, ...],
-         created: str | None, window: str | None, mutable: bool = False) -> ExportedObject:
+         created: str | None, window: str | None, mutable: bool = False,
+         updated: str | None = None) -> ExportedObject:
     missing = [f for f in defaults if f not in fields]
     assert not missing, f"defaults of {name} not in its fields: {missing}"
-    return ExportedObject(name, fields, defaults, orders, created, window, mutable)
+    assert updated is None or fields.get(updated) == TS, f"{name}: {updated} must be a timestamp field"
+    return ExportedObject(name, fields, defaults, orders, created, window, mutable, updated)
 
 
 OBJECTS: dict[str, ExportedObject] = {
@@ -182,7 +197,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "total_amount": M, "customer_id": S, "referrer_id": S, "metadata": J},
             ("id", "source_id", "status"),
             ("created_at", "updated_at", "status"),
-            created="created_at", window="created_at", mutable=True,
+            created="created_at", window="created_at", mutable=True, updated="updated_at",
         ),
         _obj(
             "voucher",
@@ -197,7 +212,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "customer_source_id": S},
             ("code", "voucher_type", "value", "discount_type"),
             ("created_at", "updated_at", "code"),
-            created="created_at", window="created_at", mutable=True,
+            created="created_at", window="created_at", mutable=True, updated="updated_at",
         ),
         _obj(
             "publication",
@@ -231,7 +246,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "updated_at": TS, "phone": S, "birthday": D, "metadata": J, "birthdate": D},
             ("name", "source_id"),
             ("name", "id", "email", "source_id", "created_at", "updated_at"),
-            created="created_at", window="created_at", mutable=True,
+            created="created_at", window="created_at", mutable=True, updated="updated_at",
         ),
         _obj(
             "points_expiration",

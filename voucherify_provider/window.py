@@ -158,3 +158,22 @@ def merge_filters(user: Mapping[str, Any] | None, window: Window | None) -> dict
         )
     merged = {**user, "junction": "and", "created_at": window.api_filter()}
     return merged
+
+
+def change_filters(user: Mapping[str, Any] | None, window: Window | None, updated_field: str) -> dict[str, Any] | None:
+    """The change window: records created **or** updated in the window, one condition pair per field.
+
+    Whether the API applies ``or`` between fields (each field's ``$after``/``$before`` together) or between
+    every single condition is not documented; under the second reading the export is a superset. Either
+    way the landing keeps exactly the rows whose last change (``updated_at``, else ``created_at``) is in
+    ``[start, end)``, as for created_at windows.
+    """
+    if user:
+        raise VoucherifyConfigError(
+            "filters cannot be combined with an incremental export: its window is an 'or' of created_at and "
+            f"{updated_field}, which further conditions would widen. Drop filters (and filter the landed data), "
+            "or export with incremental=False."
+        )
+    if window is None:
+        return None
+    return {"junction": "or", "created_at": window.api_filter(), updated_field: window.api_filter()}

@@ -49,6 +49,14 @@ class EmulatorConfig:
     # host serves a stored file (empty = render on every download; generation is ~20k rows/s).
     export_cache_dir: str = ""
 
+    # The data as it was at this instant (ISO 8601): records created, updated or deleted later are not yet
+    # so. Empty: all of the generated history (it lies in the past). Tests move it as days pass.
+    data_clock: str = ""
+    # Unknown in the real API: what ``junction: or`` joins when a field has two conditions ($after and
+    # $before). "field": each field's conditions hold together, fields are or-ed; "condition": any one
+    # condition is enough (a change window then matches nearly everything: a superset).
+    or_junction: str = "field"
+
     # Random faults, deterministic for a given seed and request sequence (probabilities 0..1).
     fault_rate_5xx: float = 0.0
     fault_rate_429: float = 0.0
@@ -60,7 +68,7 @@ class EmulatorConfig:
     MUTABLE_AT_RUNTIME = (
         "scheduled_seconds", "in_progress_seconds", "in_progress_seconds_max", "after_inclusive", "before_inclusive",
         "download_token_ttl_seconds", "download_base_url", "chunk_rows", "csv_headers", "money_format",
-        "rate_limit_per_minute", "export_cache_dir",
+        "rate_limit_per_minute", "export_cache_dir", "data_clock", "or_junction",
         "fault_rate_5xx", "fault_rate_429", "fault_rate_slow", "slow_seconds", "fault_rate_truncate",
         "fault_rate_export_error",
     )
@@ -84,3 +92,7 @@ class EmulatorConfig:
             raise ValueError("csv_headers must be 'labels' or 'keys'")
         if self.money_format not in ("fixed2", "minimal"):
             raise ValueError("money_format must be 'fixed2' or 'minimal'")
+        if self.or_junction not in ("field", "condition"):
+            raise ValueError("or_junction must be 'field' or 'condition'")
+        if self.data_clock:
+            datetime.fromisoformat(self.data_clock.replace("Z", "+00:00"))  # ValueError names the bad value

@@ -38,6 +38,12 @@ CITIES = ("Houston", "Kraków", "São Paulo", "Zürich", "Paris, 11e", "東京",
 CAMPAIGNS = ("Summer Discounts 20% off", "Welcome, friend", 'Black "Friday"', "Loyalty Ⅱ", "Gift cards")
 CHANNELS = ("API", "voucherify-website", "Automation")
 MASK = (1 << 64) - 1
+# Objects whose records change after creation: each has a history of updates and may be deleted.
+HISTORY_OBJECTS = ("order", "customer", "voucher")
+# Every change of a record falls within this long after its creation (3 updates of at most 4 days, then a
+# deletion within 2 days): the emulator looks this far back for records changed in a window.
+HISTORY_SPAN_MS = 15 * DAY_MS
+ORDER_STATUSES = ("CREATED", "PAID", "FULFILLED", "CANCELED")
 
 
 def _mix(*parts: int) -> int:
@@ -158,13 +164,73 @@ class Dataset:
         """Some redemptions fail, with one of the documented failure codes."""
         return i % 7 == 3 and i % 17 != 15
 
+    # -- history of mutable records -----------------------------------------------------------------
+
+    @functools.lru_cache(maxsize=1 << 16)  # noqa: B019 -- a frozen dataclass; the cache is per process
+    def history(self, obj: str, i: int) -> tuple[tuple[int, ...], int | None]:
+        """Update times of record ``i`` (0 to 3, ascending) and its deletion time (None: never deleted).
+
+        Some records change several times within minutes (several changes in one window), some exactly
+        at a midnight (a window boundary), some days later; about one in 19 is deleted after its last change.
+        """
+        if obj not in HISTORY_OBJECTS:
+            return (), None
+        h = _mix(self.seed, _SALT[obj], i, 3)
+        moment, times = self.created_ms(obj, i), []
+        for j in range(h % 4):
+            g = _mix(h, j)
+            kind, amount = g % 8, g >> 8
+            if kind == 0:
+                moment = (moment // DAY_MS + 1) * DAY_MS  # exactly on the next midnight
+            elif kind < 4:
+                moment += (1 + amount % 120) * 60_000  # minutes later
+            else:
+                moment += 1 + amount % (4 * DAY_MS)  # up to four days later
+            times.append(moment)
+        deleted = moment + 1 + (h >> 40) % (2 * DAY_MS) if (h >> 16) % 19 == 0 else None
+        return tuple(times), deleted
+
+    def exists(self, obj: str, i: int, as_of: int | None = None) -> bool:
+        """Whether record ``i`` exists at ``as_of`` (None: now, after all of its history)."""
+        _, deleted = self.history(obj, i)
+        if as_of is None:
+            return deleted is None
+        return self.created_ms(obj, i) <= as_of and (deleted is None or deleted > as_of)
+
+    def last_change_ms(self, obj: str, i: int, as_of: int | None = None) -> int:
+        """When record ``i`` last changed by ``as_of``: its last visible update, else its creation."""
+        updates = [t for t in self.history(obj, i)[0] if as_of is None or t <= as_of]
+        return updates[-1] if updates else self.created_ms(obj, i)
+
     # -- records ------------------------------------------------------------------------------------
 
-    def row(self, obj: str, i: int) -> dict[str, Any]:
-        """Record ``i`` of ``obj`` as export field values (Python types; money in cents)."""
+    def row(self, obj: str, i: int, as_of: int | None = None) -> dict[str, Any]:
+        """Record ``i`` of ``obj`` as export field values (Python types; money in cents), as it was at
+        ``as_of`` (None: now) with the updates made by then applied."""
         h = _mix(self.seed, _SALT[obj], i)
         created = self.created_ms(obj, i)
-        return getattr(self, f"_{obj}")(i, h, created)
+        row: dict[str, Any] = getattr(self, f"_{obj}")(i, h, created)
+        if obj in HISTORY_OBJECTS:
+            updates = [t for t in self.history(obj, i)[0] if as_of is None or t <= as_of]
+            self._apply_updates(obj, row, h, len(updates))
+            row["updated_at"] = updates[-1] if updates else None  # null until the first change
+        return row
+
+    @staticmethod
+    def _apply_updates(obj: str, row: dict[str, Any], h: int, count: int) -> None:
+        """What ``count`` updates changed: visible values, so each version of a record differs."""
+        if not count:
+            return
+        if obj == "order":
+            row["status"] = ORDER_STATUSES[(h + count) % len(ORDER_STATUSES)]
+            row["amount"] += 250 * count
+            row["total_amount"] = row["amount"] - row["discount_amount"]
+        elif obj == "customer":
+            row["loyalty_points"] += 10 * count
+            row["address_city"] = CITIES[(h + count) % len(CITIES)]
+        else:
+            row["redemption_count"] += count
+            row["active"] = row["active"] != (count % 2 == 1)
 
     def rows(self, obj: str, indexes: range) -> Iterator[dict[str, Any]]:
         """Records at the given indexes, in index order."""

@@ -75,15 +75,23 @@ def _condition(key: str, op: str, raw: Any, bounds: tuple[bool, bool], created_f
     return simple[op]
 
 
+def _all_of(conditions: list[Condition]) -> Condition:
+    held = tuple(conditions)
+    return lambda r: all(c(r) for c in held)
+
+
 def compile_filters(
     filters: dict[str, Any] | None,
     allowed_fields: set[str],
     created_field: str | None,
     bounds: tuple[bool, bool],
+    or_per_condition: bool = False,
 ) -> tuple[Condition | None, tuple[int | None, int | None]]:
     """Compile filters into a row predicate plus the created_at window (ms) usable as an index range.
 
-    The window is returned only for an ``and`` junction, where it bounds every matching row.
+    The window is returned only for an ``and`` junction, where it bounds every matching row. Under ``or``,
+    a field's conditions hold together and the fields are or-ed, unless ``or_per_condition`` (any single
+    condition is enough; see the ``or_junction`` setting).
     """
     if not filters:
         return None, (None, None)
@@ -93,6 +101,7 @@ def compile_filters(
     if junction not in ("and", "or"):
         raise FilterError(f"Property .filters.junction should be one of [and, or], got {junction!r}")
     conditions: list[Condition] = []
+    per_field: list[Condition] = []
     after = before = None
     for key, spec in filters.items():
         if key == "junction":
@@ -101,16 +110,20 @@ def compile_filters(
             raise FilterError(f"Unsupported filter field {key!r}")
         if not isinstance(spec, dict) or not isinstance(spec.get("conditions"), dict):
             raise FilterError(f"Property .filters.{key} should have an object 'conditions'")
+        field_conditions: list[Condition] = []
         for op, raw in spec["conditions"].items():
             if op not in OPERATORS:
                 raise FilterError(f"Unsupported operator {op!r} in filters.{key}; allowed: {', '.join(OPERATORS)}")
-            conditions.append(_condition(key, op, raw, bounds, created_field))
+            field_conditions.append(_condition(key, op, raw, bounds, created_field))
             if key == "created_at" and op == "$after":
                 after = parse_time(_values(raw)[0])
             if key == "created_at" and op == "$before":
                 before = parse_time(_values(raw)[0])
+        conditions.extend(field_conditions)
+        per_field.append(_all_of(field_conditions))
     if not conditions:
         return None, (None, None)
     if junction == "or":
-        return (lambda r: any(c(r) for c in conditions)), (None, None)
+        alternatives = conditions if or_per_condition else per_field
+        return (lambda r: any(c(r) for c in alternatives)), (None, None)
     return (lambda r: all(c(r) for c in conditions)), (after, before)

@@ -17,7 +17,18 @@ from typing import Any
 
 from voucherify_provider import catalog
 from voucherify_provider.emulator.config import EmulatorConfig
-from voucherify_provider.emulator.dataset import MASK, Dataset, _mix, _tag, field_value, iso_ms, render_value, to_ms
+from voucherify_provider.emulator.dataset import (
+    HISTORY_OBJECTS,
+    HISTORY_SPAN_MS,
+    MASK,
+    Dataset,
+    _mix,
+    _tag,
+    field_value,
+    iso_ms,
+    render_value,
+    to_ms,
+)
 from voucherify_provider.emulator.filters import FilterError, compile_filters, parse_time
 
 EXPORT_LIST_ORDERS = ("created_at", "-created_at", "status", "-status")
@@ -240,12 +251,21 @@ class Backend:
                 raise ApiFailure(401, "unauthorized", "Unauthorized")
             return record
 
+    def as_of(self) -> int | None:
+        """The data clock (ms) when set: the data as it was then; None: all of the history."""
+        return parse_time(self.config.data_clock) if self.config.data_clock else None
+
     def _matching_indexes(self, record: ExportRecord) -> Iterator[int]:
         obj = catalog.OBJECTS[record.exported_object]
         bounds = (self.config.after_inclusive, self.config.before_inclusive)
-        predicate, (after, before) = compile_filters(
-            record.parameters.get("filters"), set(obj.fields), obj.created_field, bounds)
+        filters = record.parameters.get("filters")
+        per_condition = self.config.or_junction == "condition"
+        predicate, (after, before) = compile_filters(filters, set(obj.fields), obj.created_field, bounds,
+                                                     or_per_condition=per_condition)
+        if after is None and before is None and not per_condition:
+            after, before = _change_window_candidates(filters)
         indexes: range = self.dataset.index_range(obj.name, after, before, *bounds)
+        as_of = self.as_of()
         order = record.parameters.get("order") or ""
         sort_key = order.lstrip("-")
         ordered: Iterator[int] | list[int]
@@ -253,10 +273,12 @@ class Backend:
             ordered = reversed(indexes) if order.startswith("-") else iter(indexes)
         else:  # other sort keys need the values; fine at the sizes such exports are used with
             source = "voucher_code" if sort_key == "voucher_code" else sort_key
-            ordered = sorted(indexes, key=lambda i: str(field_value(self.dataset.row(obj.name, i), source) or ""),
-                             reverse=order.startswith("-"))
+            ordered = sorted(indexes, key=lambda i: str(field_value(self.dataset.row(obj.name, i, as_of), source)
+                                                        or ""), reverse=order.startswith("-"))
         for i in ordered:
-            if predicate is None or predicate(self.dataset.row(obj.name, i)):
+            if not self.dataset.exists(obj.name, i, as_of):
+                continue
+            if predicate is None or predicate(self.dataset.row(obj.name, i, as_of)):
                 yield i
 
     def part_count(self, record: ExportRecord) -> int:
@@ -294,7 +316,8 @@ class Backend:
         runs, a retried window) is served from the file already rendered, like the real API's storage."""
         c = self.config
         identity = [record.exported_object, record.parameters, part, self.revision, c.seed, c.scale, c.start, c.end,
-                    c.money_format, c.csv_headers, c.chunk_rows, c.after_inclusive, c.before_inclusive]
+                    c.money_format, c.csv_headers, c.chunk_rows, c.after_inclusive, c.before_inclusive,
+                    c.data_clock, c.or_junction]
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
     def csv_stream(self, record: ExportRecord, part: int) -> Iterator[bytes]:
@@ -310,8 +333,9 @@ class Backend:
         writer = csv.writer(buffer)
         headers = fields_ if self.config.csv_headers == "keys" else [obj.label(f) for f in fields_]
         writer.writerow(headers)
+        as_of = self.as_of()
         for i in indexes:
-            row = self.dataset.row(obj.name, i)
+            row = self.dataset.row(obj.name, i, as_of)
             writer.writerow([render_value(field_value(row, f), k, money) for f, k in zip(fields_, kinds, strict=True)])
             if buffer.tell() >= CSV_BUFFER:
                 yield buffer.getvalue().encode("utf-8")
@@ -321,18 +345,50 @@ class Backend:
 
     # -- ground truth for tests ---------------------------------------------------------------------
 
-    def ground_truth(self, name: str, start: str | None, end: str | None, with_ids: bool) -> dict[str, Any]:
-        """Records of an object created in [start, end): what a correct extractor must land."""
+    def ground_truth(self, name: str, start: str | None, end: str | None, with_ids: bool,
+                     placed_by: str = "created") -> dict[str, Any]:
+        """Records of an object in [start, end) at the data clock: what a correct extractor must land.
+
+        ``placed_by="created"`` places a record by its creation (created_at windows, snapshots);
+        ``"last_change"`` by its last change, updated_at else created_at (change windows). Deleted records
+        are in neither.
+        """
         obj = catalog.get_object(name)
         start_ms = parse_time(start) if start else None
         end_ms = parse_time(end) if end else None
-        indexes = self.dataset.index_range(obj.name, start_ms, end_ms, True, False)
+        as_of = self.as_of()
+        if placed_by == "last_change":
+            lo = None if start_ms is None else start_ms - HISTORY_SPAN_MS
+            candidates = self.dataset.index_range(obj.name, lo, end_ms, True, False)
+            indexes: range | list[int] = [i for i in candidates if self.dataset.exists(obj.name, i, as_of)
+                       and (start_ms is None or self.dataset.last_change_ms(obj.name, i, as_of) >= start_ms)
+                       and (end_ms is None or self.dataset.last_change_ms(obj.name, i, as_of) < end_ms)]
+        elif placed_by == "created":
+            indexes = self.dataset.index_range(obj.name, start_ms, end_ms, True, False)
+            if obj.name in HISTORY_OBJECTS or as_of is not None:  # deleted, or not created yet
+                indexes = [i for i in indexes if self.dataset.exists(obj.name, i, as_of)]
+        else:
+            raise ValueError(f"placed_by must be 'created' or 'last_change', got {placed_by!r}")
         body: dict[str, Any] = {"object": obj.name, "start": start, "end": end, "count": len(indexes)}
         if with_ids:
             id_field = "code" if obj.name == "publication" else "id"
             body["id_field"] = id_field
             body["ids"] = [str(self.dataset.row(obj.name, i)[id_field]) for i in indexes]
         return body
+
+    def state(self, name: str, fields_: list[str]) -> dict[str, Any]:
+        """Every record of an object at the data clock (deleted ones left out), ``fields_`` rendered as in
+        the CSV: the current state a current-state table must equal."""
+        obj = catalog.get_object(name)
+        as_of = self.as_of()
+        kinds = [obj.field_type(f).value for f in fields_]
+        rows = []
+        for i in range(self.dataset.count(obj.name)):
+            if self.dataset.exists(obj.name, i, as_of):
+                row = self.dataset.row(obj.name, i, as_of)
+                rows.append([render_value(field_value(row, f), k, "fixed2")
+                             for f, k in zip(fields_, kinds, strict=True)])
+        return {"object": obj.name, "as_of": self.config.data_clock or None, "fields": fields_, "rows": rows}
 
     # -- orders -------------------------------------------------------------------------------------
 
@@ -585,3 +641,18 @@ class Backend:
             self.revision += 1
             return rollback
 
+
+def _change_window_candidates(filters: Any) -> tuple[int | None, int | None]:
+    """Creation-time range holding every record a change window (``or`` of created_at and updated_at
+    windows) can match: updates come at most HISTORY_SPAN_MS after creation. (None, None): no such filter."""
+    if not isinstance(filters, dict) or filters.get("junction") != "or" or set(filters) != {
+            "junction", "created_at", "updated_at"}:
+        return None, None
+    try:
+        created = filters["created_at"]["conditions"]
+        updated = filters["updated_at"]["conditions"]
+        after = min(parse_time(created["$after"][0]), parse_time(updated["$after"][0]) - HISTORY_SPAN_MS)
+        before = max(parse_time(created["$before"][0]), parse_time(updated["$before"][0]))
+    except (KeyError, IndexError, TypeError, FilterError):
+        return None, None
+    return after - 1, before + 1  # a margin for any bound rule; the predicate decides exactly

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from voucherify_provider import catalog
 from voucherify_provider.emulator.faults import FaultInjector, RateLimiter
 from voucherify_provider.emulator.models import ApiFailure, Backend, invalid_payload
 
@@ -256,7 +257,19 @@ def create_app(backend: Backend) -> FastAPI:
         q = request.query_params
         try:
             return JSONResponse(backend.ground_truth(q["object"], q.get("start"), q.get("end"),
-                                                     q.get("ids", "false").lower() == "true"))
+                                                     q.get("ids", "false").lower() == "true",
+                                                     q.get("placed_by", "created")))
+        except (KeyError, ValueError) as err:
+            return JSONResponse({"error": str(err)}, 400)
+
+    @app.get("/_emulator/state")
+    async def state(request: Request) -> Response:
+        # The current state at the data clock, e.g. ?object=order&fields=id,updated_at,status
+        q = request.query_params
+        try:
+            obj = catalog.get_object(q["object"])
+            wanted = [f for f in q.get("fields", "").split(",") if f] or list(obj.fields)
+            return JSONResponse(await asyncio.to_thread(backend.state, obj.name, wanted))
         except (KeyError, ValueError) as err:
             return JSONResponse({"error": str(err)}, 400)
 

@@ -59,11 +59,17 @@ class RunningEmulator:
         return dict(self.admin("GET", "requests"))
 
     def ground_truth(self, obj: str, start: str | None = None, end: str | None = None,
-                     ids: bool = False) -> dict[str, Any]:
-        """Records of ``obj`` created in [start, end), as a correct extractor must land them."""
-        params = {"object": obj, "ids": str(ids).lower()}
+                     ids: bool = False, placed_by: str = "created") -> dict[str, Any]:
+        """Records of ``obj`` created (``placed_by="last_change"``: last changed) in [start, end), at the
+        data clock, as a correct extractor must land them."""
+        params = {"object": obj, "ids": str(ids).lower(), "placed_by": placed_by}
         params.update({k: v for k, v in (("start", start), ("end", end)) if v})
         return dict(self.admin("GET", "ground-truth", params=params))
+
+    def state(self, obj: str, fields: list[str]) -> list[dict[str, str]]:
+        """Every live record of ``obj`` at the data clock, ``fields`` rendered as in the CSV."""
+        body = self.admin("GET", "state", params={"object": obj, "fields": ",".join(fields)})
+        return [dict(zip(body["fields"], row, strict=True)) for row in body["rows"]]
 
     def reset(self) -> None:
         """Forget exports, orders made through the API, faults and the request log."""

@@ -113,6 +113,20 @@ def native_s3(fs: Any) -> Any | None:
 def _build_native_s3(fs: Any) -> Any | None:
     from pyarrow import fs as pafs
 
+    settings = s3_settings(fs)
+    if settings is None:
+        return None
+    options: dict[str, Any] = {"access_key": settings["key"], "secret_key": settings["secret"],
+                               "session_token": settings["token"], "region": settings["region"]}
+    if settings["endpoint"]:
+        scheme, _, host = str(settings["endpoint"]).partition("://")
+        options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    return pafs.S3FileSystem(**options)
+
+
+def s3_settings(fs: Any) -> dict[str, Any] | None:
+    """Credentials (frozen), region and endpoint of an s3fs filesystem, for native clients (pyarrow,
+    delta-rs); None when it has settings they cannot carry (a custom signer, a proxy, anonymous access)."""
     config = dict(getattr(fs, "config_kwargs", None) or {})
     if getattr(fs, "anon", False) or "signature_version" in config or "proxies" in config:
         return None
@@ -131,16 +145,12 @@ def _build_native_s3(fs: Any) -> Any | None:
             region = session.get_config_variable("region")
         else:
             key, secret, token, region = fs.key, fs.secret, fs.token, None
-    except Exception:  # any doubt about the credentials: let fsspec (which resolved them) write
-        log.debug("native S3 unavailable, writing through fsspec", exc_info=True)
+    except Exception:  # any doubt about the credentials: let fsspec (which resolved them) do the work
+        log.debug("native S3 settings unavailable", exc_info=True)
         return None
     if not key or not secret:
         return None
-    endpoint = getattr(fs, "endpoint_url", None) or (getattr(fs, "client_kwargs", None) or {}).get("endpoint_url")
-    options: dict[str, Any] = {"access_key": key, "secret_key": secret, "session_token": token,
-                               "region": (getattr(fs, "client_kwargs", None) or {}).get("region_name") or region
-                               or "us-east-1"}
-    if endpoint:
-        scheme, _, host = str(endpoint).partition("://")
-        options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    return pafs.S3FileSystem(**options)
+    client_kwargs = getattr(fs, "client_kwargs", None) or {}
+    return {"key": key, "secret": secret, "token": token,
+            "region": client_kwargs.get("region_name") or region or "us-east-1",
+            "endpoint": getattr(fs, "endpoint_url", None) or client_kwargs.get("endpoint_url")}

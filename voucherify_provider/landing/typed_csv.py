@@ -91,27 +91,32 @@ class TypedCsvReader:
 
     :param obj: the exported object (catalog entry).
     :param fields: the export's field keys, in column order.
-    :param window: when set, only rows created in ``[start, end)`` are kept (see ``window.py``).
+    :param window: when set, only rows placed in ``[start, end)`` are kept (see ``window.py``).
+    :param place_by: the time columns placing a row, the first non-null one wins: by default the creation
+        field; change windows pass ``(updated_at, created_at)``, the record's last change.
     :param rejected: collect unparseable rows there instead of failing (diagnosing path).
     :param diagnose: read as text and type per column (slow, precise); the default fast path raises
         :class:`NeedsDiagnosis` on the first untypeable value.
     """
 
     def __init__(self, obj: ExportedObject, fields: Sequence[str], *, window: Window | None = None,
-                 rejected: RejectedRows | None = None, label: str = "export", diagnose: bool = False) -> None:
+                 place_by: Sequence[str] | None = None, rejected: RejectedRows | None = None,
+                 label: str = "export", diagnose: bool = False) -> None:
         self.obj, self.fields, self.window, self.rejected, self.label = obj, list(fields), window, rejected, label
         self.diagnose = diagnose
         self.schema = arrow_schema(obj, fields)
         self.stats = ParseStats()
-        if window is not None and obj.created_field not in self.fields:
+        self.place_by = list(place_by or [obj.created_field or ""])
+        missing = [f for f in self.place_by if f not in self.fields]
+        if window is not None and missing:
             raise BadExportFileError(
-                f"A windowed {obj.name} export must include its creation field {obj.created_field!r} "
-                f"(fields: {', '.join(self.fields)})."
+                f"A windowed {obj.name} export must include {', '.join(map(repr, missing))}, which place each row "
+                f"in its window (fields: {', '.join(self.fields)})."
             )
         self._bounds: tuple[pa.Scalar, pa.Scalar] | None = None
         if window is not None:
-            created_type = self.schema.field(obj.created_field or "").type
-            self._bounds = (timestamp_scalar(window.start, created_type), timestamp_scalar(window.end, created_type))
+            time_type = self.schema.field(self.place_by[0]).type
+            self._bounds = (timestamp_scalar(window.start, time_type), timestamp_scalar(window.end, time_type))
 
     def batches(self, stream: IterStream) -> Iterator[pa.RecordBatch]:
         """Typed, window-filtered batches of one file; the header row is checked and dropped."""
@@ -236,13 +241,14 @@ class TypedCsvReader:
     def _in_window(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self._bounds is None or batch.num_rows == 0:
             return batch
-        created = batch.column(self.obj.created_field or "")
+        columns = [batch.column(f) for f in self.place_by]
+        placed = columns[0] if len(columns) == 1 else pc.coalesce(*columns)
         start, end = self._bounds
-        if created.null_count == 0:  # the common case, every row inside: keep the batch without copying it
-            bounds = pc.min_max(created)
+        if placed.null_count == 0:  # the common case, every row inside: keep the batch without copying it
+            bounds = pc.min_max(placed)
             if pc.and_(pc.greater_equal(bounds["min"], start), pc.less(bounds["max"], end)).as_py():
                 return batch
-        keep = pc.fill_null(pc.and_(pc.greater_equal(created, start), pc.less(created, end)), False)
+        keep = pc.fill_null(pc.and_(pc.greater_equal(placed, start), pc.less(placed, end)), False)
         kept = batch.filter(keep)
         self.stats.outside_window += batch.num_rows - kept.num_rows
         return kept

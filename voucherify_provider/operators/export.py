@@ -14,7 +14,7 @@ from voucherify_provider import DEFAULT_CONN_ID, catalog
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
 from voucherify_provider.hooks._endpoints import export_parameters
 from voucherify_provider.operators._common import conf_default_deferrable, fail_task, is_templated, raise_for_event
-from voucherify_provider.window import Window, merge_filters
+from voucherify_provider.window import Window, change_filters, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
     from airflow.sdk import ResumableJobMixin
@@ -49,6 +49,8 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     :param window_start: window start (aware datetime or ISO string); default ``data_interval_start``.
     :param window_end: window end; default ``data_interval_end``.
     :param windowed: export a created_at window (default: when the object supports it) or a full snapshot.
+    :param incremental: export the records created **or updated** in the window (order, customer, voucher),
+        with their id, created_at and updated_at; the landing step places each by its last change.
     :param wait_for_completion: wait until the export is DONE; an ERROR export fails the task so that a
         retry starts a fresh export.
     :param deferrable: wait in the triggerer instead of a worker slot.
@@ -72,6 +74,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         window_start: datetime | str | None = None,
         window_end: datetime | str | None = None,
         windowed: bool | None = None,
+        incremental: bool = False,
         wait_for_completion: bool = False,
         deferrable: bool = conf_default_deferrable(),
         poll_interval: float = 5.0,
@@ -88,6 +91,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         self.window_start = window_start
         self.window_end = window_end
         self.windowed = windowed
+        self.incremental = incremental
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = poll_interval
@@ -111,6 +115,14 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         """Validated request arguments; raises VoucherifyConfigError / CatalogError naming the problem."""
         obj = catalog.get_object(self.exported_object)
         windowed = obj.windowable if self.windowed is None else self.windowed
+        if self.incremental and not obj.incremental:
+            able = [o.name for o in catalog.OBJECTS.values() if o.incremental]
+            raise VoucherifyConfigError(
+                f"{obj.name} cannot be exported incrementally (the API has no updated_at filter for it); "
+                f"incremental exports exist for {', '.join(able)}. Drop incremental=True."
+            )
+        if self.incremental and self.windowed is False:
+            raise VoucherifyConfigError("incremental=True exports a change window; it cannot be windowed=False.")
         if windowed and not obj.windowable:
             raise VoucherifyConfigError(
                 f"{obj.name} cannot be exported in created_at windows (the API offers no such filter); "
@@ -122,13 +134,19 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
                 f"({'the object cannot be windowed' if not obj.windowable else 'windowed=False'})."
             )
         fields = list(obj.validate_fields(self.fields)) if self.fields is not None else list(obj.default_fields)
-        if windowed and obj.created_field and obj.created_field not in fields:
-            fields.append(obj.created_field)  # the landing step places every row by it
+        # The landing step places every row by its creation (and, for changes, last-change) time.
+        placing = [obj.created_field] if windowed else []
+        if self.incremental:
+            placing += [obj.updated_field, obj.key_field]
+        fields += [f for f in placing if f and f not in fields]
         user_filters = obj.validate_filters(self.filters) if self.filters is not None else None
-        filters = merge_filters(user_filters, window if windowed else None)
+        if self.incremental:
+            filters = change_filters(user_filters, window, obj.updated_field or "")
+        else:
+            filters = merge_filters(user_filters, window if windowed else None)
         export_parameters(obj, fields, self.order, filters)  # same checks as the hook, before any call
         return {"exported_object": obj.name, "fields": fields, "order": self.order, "filters": filters,
-                "windowed": windowed}
+                "windowed": windowed, "incremental": self.incremental}
 
     def plan(self, context: Context) -> dict[str, Any]:
         """The export request this run makes (validated), failing the task without retries if invalid."""

@@ -106,7 +106,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     dataset; an interrupted download is fetched again, never landed. Columns are typed from the catalog;
     rows outside ``[window_start, window_end)`` are dropped so consecutive windows never share a record.
     Re-running a window replaces it whole, and ``_manifest.json`` (written last) lists the files. Returns
-    the manifest.
+    the manifest, with ``partition``: where it landed.
 
     :param export_id: the DONE export (templated; usually the create task's XCom).
     :param destination: base path or URL (local, ``file://``, ``s3://``, any ObjectStoragePath scheme).
@@ -220,7 +220,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                       len(manifest["files"]))
         self._emit_asset_event(context, obj.name, writer.partition, manifest)
         self._lineage = (obj.name, writer.partition, manifest)
-        return manifest
+        return {**manifest, "partition": str(writer.partition)}  # where it landed, for downstream tasks
 
     def _object_of(self, export: dict[str, Any]) -> catalog.ExportedObject:
         status = export.get("status")
@@ -259,20 +259,25 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
 
         rejected = RejectedRows(fields) if self.on_bad_value == "reject" else None
         totals = ParseStats()
+        # Change windows place a record by its last change; created_at windows by its creation.
+        changes = windowed and _is_change_window(export, obj)
+        place_by = [obj.updated_field or "", obj.created_field or ""] if changes else None
+        mode = "changes" if changes else "window" if windowed else "snapshot"
         parts = self.hook.download_export(self.export_id, export)
         progress = _Progress(self.log, f"Export {self.export_id}", self.progress_every_seconds)
         for part in parts:
             suffix = f"-{part.index:04d}" if part.count > 1 else ""
             name = f"part-{self.export_id}-{run_token()}{suffix}.parquet"
-            self._land_part(part, name, obj, fields, window if windowed else None, writer, rejected, totals,
-                            progress)
+            self._land_part(part, name, obj, fields, window if windowed else None, place_by, writer, rejected,
+                            totals, progress)
         if rejected is not None and rejected.rows:
             writer.write_side_file(f"rejected-{self.export_id}.csv", _rejected_csv(rejected))
             self.log.warning("%d row(s) could not be typed; see rejected-%s.csv", len(rejected.rows), self.export_id)
         schema = [{"name": f.name, "type": str(f.type), "voucherify_type": f.metadata[b"voucherify_type"].decode()}
                   for f in writer.schema]
         return writer.commit({
-            "export_id": self.export_id, "exported_object": obj.name, "mode": "window" if windowed else "snapshot",
+            "export_id": self.export_id, "exported_object": obj.name, "mode": mode,
+            "placed_by": place_by or ([obj.created_field] if windowed else []),
             "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
             "fields": fields, "schema": schema, "rows_outside_window": totals.outside_window,
             "rows_rejected": totals.rejected, "bytes_downloaded": progress.bytes,
@@ -280,7 +285,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         })
 
     def _land_part(self, part: ExportPart, name: str, obj: catalog.ExportedObject, fields: list[str],
-                   window: Window | None, writer: PartitionWriter, rejected: RejectedRows | None,
+                   window: Window | None, place_by: list[str] | None, writer: PartitionWriter,
+                   rejected: RejectedRows | None,
                    totals: ParseStats, progress: _Progress) -> None:
         from voucherify_provider.landing.stream import IterStream
         from voucherify_provider.landing.typed_csv import BadExportFileError, NeedsDiagnosis, TypedCsvReader
@@ -288,7 +294,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         attempt, diagnose = 1, False
         while True:
             part_writer = writer.part(name)
-            reader = TypedCsvReader(obj, fields, window=window, rejected=rejected, diagnose=diagnose,
+            reader = TypedCsvReader(obj, fields, window=window, place_by=place_by, rejected=rejected, diagnose=diagnose,
                                     label=f"Export {self.export_id} file {part.index + 1}/{part.count}")
             try:
                 for batch in reader.batches(IterStream(part.iter_bytes(), progress.add_bytes)):
@@ -367,6 +373,12 @@ def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
 def _created_at_conditions(export: dict[str, Any]) -> dict[str, Any]:
     filters = (export.get("parameters") or {}).get("filters") or {}
     return dict((filters.get("created_at") or {}).get("conditions") or {})
+
+
+def _is_change_window(export: dict[str, Any], obj: catalog.ExportedObject) -> bool:
+    """An export of the records created or updated in a window (``incremental=True``)."""
+    filters = (export.get("parameters") or {}).get("filters") or {}
+    return bool(obj.updated_field) and filters.get("junction") == "or" and obj.updated_field in filters
 
 
 def _is_windowed(export: dict[str, Any]) -> bool:

@@ -1,0 +1,114 @@
+"""Operators keeping an object's current-state table (Delta Lake) up to date from landed partitions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from voucherify_provider import catalog
+from voucherify_provider.errors import VoucherifyConfigError
+from voucherify_provider.operators._common import fail_task
+from voucherify_provider.transfers.export_to_warehouse import destination_path, staging_owner
+from voucherify_provider.window import Window
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class _CurrentStateOperator(BaseOperator):
+    template_fields: Sequence[str] = ("exported_object", "destination", "destination_conn_id")
+    ui_color = "#e0ecff"
+
+    def __init__(self, *, exported_object: str, destination: str, destination_conn_id: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.exported_object = exported_object
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+
+    def _target(self) -> tuple[catalog.ExportedObject, ObjectStoragePath]:
+        from voucherify_provider.landing.current_state import table_path
+
+        try:
+            obj = catalog.get_object(self.exported_object)
+            if not obj.incremental:
+                raise VoucherifyConfigError(
+                    f"{obj.name} has no current-state table: only objects landed in change windows do "
+                    f"({', '.join(o.name for o in catalog.OBJECTS.values() if o.incremental)}).")
+            return obj, table_path(destination_path(self.destination, self.destination_conn_id), obj)
+        except (VoucherifyConfigError, catalog.CatalogError) as err:
+            fail_task(str(err))
+
+    def _partition(self, landed: Mapping[str, Any]) -> ObjectStoragePath:
+        if not isinstance(landed, Mapping) or "partition" not in landed:
+            fail_task(f"Expected a landing task's result (its manifest with 'partition'), got {landed!r}.")
+        return ObjectStoragePath(str(landed["partition"]), conn_id=self.destination_conn_id)
+
+
+class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
+    """Merge landed change partitions into ``<destination>/current/<object>`` (a Delta Lake table).
+
+    The latest version of each record wins (by updated_at, else created_at), so merging a window again
+    changes nothing and windows may be merged in any order. Returns Delta's counts per partition.
+
+    :param landed: what the landing task(s) returned (``land.output``): one manifest or a list of them.
+    :param exported_object: order, customer or voucher.
+    :param destination: the same base path or URL the landing used.
+    :param destination_conn_id: connection for the destination's filesystem.
+    """
+
+    template_fields: Sequence[str] = (*_CurrentStateOperator.template_fields, "landed")
+
+    def __init__(self, *, landed: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.landed = landed
+
+    def execute(self, context: Context) -> list[dict[str, int]]:
+        """Merge each landed partition, oldest window first."""
+        from voucherify_provider.landing.current_state import merge_partition
+
+        obj, table = self._target()
+        landed = [self.landed] if isinstance(self.landed, Mapping) else list(self.landed or [])
+        landed.sort(key=lambda m: str(m.get("window_start", "")) if isinstance(m, Mapping) else "")
+        owner = staging_owner(context) or "merge"
+        results = []
+        for manifest in landed:
+            if manifest.get("mode") != "changes":
+                fail_task(f"{manifest.get('partition')} was landed as {manifest.get('mode')!r}; only change windows "
+                          "(VoucherifyCreateExportOperator(incremental=True)) can be merged.")
+            results.append(merge_partition(table, obj, self._partition(manifest), owner))
+        return results
+
+
+class VoucherifyMarkDeletedOperator(_CurrentStateOperator):
+    """Mark deleted, in the current-state table, the records a full id list no longer holds.
+
+    Run it on a periodic full export of the object's ids (``windowed=False``, ``fields=["id"]``) landed by
+    VoucherifyDownloadToWarehouseOperator: a live record changed before ``cutoff`` that the list lacks was
+    deleted in Voucherify. Rows stay in the table with ``_deleted`` true and ``_deleted_at`` = ``cutoff``.
+
+    :param snapshot: the landing task's result for the id list.
+    :param cutoff: records changed at or after it are left alone (default: the run's data interval end,
+        before which the list was exported).
+    """
+
+    template_fields: Sequence[str] = (*_CurrentStateOperator.template_fields, "snapshot", "cutoff")
+
+    def __init__(self, *, snapshot: Any, cutoff: datetime | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.snapshot = snapshot
+        self.cutoff = cutoff
+
+    def execute(self, context: Context) -> dict[str, int]:
+        """Compare the table with the id list; mark what is missing."""
+        from voucherify_provider.landing.current_state import mark_deleted
+
+        obj, table = self._target()
+        try:
+            cutoff = Window.snapshot(None, self.cutoff or context.get("data_interval_end"), context).end
+        except VoucherifyConfigError as err:
+            fail_task(str(err))
+        return mark_deleted(table, obj, self._partition(self.snapshot), cutoff, staging_owner(context) or "mark")
