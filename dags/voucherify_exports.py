@@ -22,6 +22,9 @@ VOUCHERIFY_DEFERRABLE           true                                  wait for e
 VOUCHERIFY_POLL_INTERVAL        15                                    first wait between status checks (s); doubles
 VOUCHERIFY_RETRIES              3                                     task retries (an ERROR export is retried)
 VOUCHERIFY_RETRY_DELAY          60                                    seconds between tries
+VOUCHERIFY_INCREMENTAL          true                                  order/customer/voucher by change window
+VOUCHERIFY_RECONCILE            weekly                                full id list marking deletions: weekly,
+                                                                      daily or never
 =============================== ===================================== ========================================
 """
 
@@ -40,6 +43,10 @@ try:
 except ImportError:  # Airflow 3.1 and 3.2: the timetable lives in core
     from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
 from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+from voucherify_provider.transfers.current_state import (
+    VoucherifyMarkDeletedOperator,
+    VoucherifyMergeCurrentStateOperator,
+)
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
 
@@ -65,6 +72,10 @@ POOL = _env("VOUCHERIFY_POOL", "voucherify_api")
 LOOKBACK = int(_env("VOUCHERIFY_LOOKBACK", "0"))
 DEFERRABLE = _env("VOUCHERIFY_DEFERRABLE", "true").lower() in ("1", "true", "yes")
 POLL_INTERVAL = float(_env("VOUCHERIFY_POLL_INTERVAL", "15"))
+INCREMENTAL = _env("VOUCHERIFY_INCREMENTAL", "true").lower() in ("1", "true", "yes")
+RECONCILE = _env("VOUCHERIFY_RECONCILE", "weekly").lower()
+if RECONCILE not in ("weekly", "daily", "never"):
+    raise ValueError(f"VOUCHERIFY_RECONCILE must be weekly, daily or never, got {RECONCILE!r}")
 
 # Params override per run; an empty destination falls back to the Variable, then to the env default.
 DESTINATION_TEMPLATE = (
@@ -78,16 +89,27 @@ TASK_DEFAULTS: dict[str, Any] = {
 
 
 def _mode(obj: catalog.ExportedObject) -> str:
-    """Immutable, windowable objects go by created_at window; the others as snapshots of the whole set."""
-    return "window" if obj.windowable and not obj.mutable else "snapshot"
+    """Immutable, windowable objects go by created_at window; objects that change by change window
+    (created or updated in the interval) where the API allows it; the others as snapshots of the whole set."""
+    if obj.windowable and not obj.mutable:
+        return "window"
+    return "changes" if obj.incremental and INCREMENTAL else "snapshot"
 
 
 def _doc(obj: catalog.ExportedObject, mode: str) -> str:
     reason = "cannot be windowed" if not obj.windowable else "changes after creation"
-    what = (
-        f"the {obj.name} records created in the run's data interval `[data_interval_start, data_interval_end)`"
-        if mode == "window" else f"a full snapshot of every {obj.name} (it {reason})"
-    )
+    interval = "the run's data interval `[data_interval_start, data_interval_end)`"
+    what = {
+        "window": f"the {obj.name} records created in {interval}",
+        "changes": f"the {obj.name} records created **or updated** in {interval}, each placed by its last "
+                   f"change (updated_at, else created_at), and merges them into the current-state table "
+                   f"`<destination>/current/{obj.name}` (Delta Lake: the latest version of every record)",
+        "snapshot": f"a full snapshot of every {obj.name} (it {reason})",
+    }[mode]
+    reconcile = (f"\n* **Deletions**: {RECONCILE} (runs whose interval ends on a Monday, for weekly), a full list "
+                 f"of {obj.name} ids marks records deleted in Voucherify with `_deleted` in the current-state "
+                 "table; param `reconcile` forces it (`always`) or skips it (`never`).\n"
+                 if mode == "changes" else "")
     return f"""
 ### Voucherify `{obj.name}` → Parquet
 
@@ -104,7 +126,7 @@ Exports {what} through Voucherify's export API and lands it as typed, zstd-compr
 * **Backfill**: `airflow backfill create --dag-id voucherify_{obj.name} --from-date 2024-01-01 --to-date 2024-01-31`
   (add `--reprocess-behavior completed` to redo landed days). Runs are bounded by `max_active_runs`
   ({MAX_ACTIVE_RUNS}) and the `{POOL}` pool, so a backfill stays within the plan's rate limit.
-* An export ending in ERROR fails the export task; its retry creates a fresh export.
+* An export ending in ERROR fails the export task; its retry creates a fresh export.{reconcile}
 """
 
 
@@ -128,6 +150,21 @@ def windows(lookback: int, **context: Any) -> list[dict[str, str]]:
         {"window_start": (window.start - k * step).isoformat(), "window_end": (window.end - k * step).isoformat()}
         for k in range(int(lookback), -1, -1)
     ]
+
+
+@task.short_circuit
+def reconcile_due(reconcile: str, **context: Any) -> bool:
+    """Whether this run lists every id to mark deletions: ``always``/``never`` from the param, else by
+    VOUCHERIFY_RECONCILE: daily, or weekly (runs whose data interval reaches a Monday 00:00 UTC)."""
+    if reconcile in ("always", "never"):
+        return reconcile == "always"
+    if RECONCILE != "weekly":
+        return RECONCILE == "daily"
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        return False
+    monday = (end - timedelta(days=end.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    return bool(start < monday <= end)
 
 
 def _land_kwargs(pair: Any) -> dict[str, Any]:
@@ -156,7 +193,10 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
                                  description="Override the destination base path or URL (empty: the Variable "
                                  f"voucherify_destination, else {DESTINATION})."),
             "lookback": Param(LOOKBACK, type="integer", minimum=0, maximum=30,
-                              description="Re-export this many previous windows too (window mode only)."),
+                              description="Re-export this many previous windows too (window and change modes)."),
+            "reconcile": Param("auto", enum=["auto", "always", "never"],
+                               description="Change mode: list every id to mark deletions (auto: "
+                               f"{RECONCILE})."),
         },
     ) as dag:
         common: dict[str, Any] = {"exported_object": obj.name, "voucherify_conn_id": CONN_ID}
@@ -164,13 +204,15 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
                                    "poll_interval": POLL_INTERVAL}
         landing: dict[str, Any] = {"destination": DESTINATION_TEMPLATE, "destination_conn_id": DESTINATION_CONN_ID,
                                    "outlets": [Asset(name=f"voucherify.{obj.name}")], **common}
-        if mode == "window":
+        if mode in ("window", "changes"):
             spans = windows(lookback="{{ params.lookback }}")
             export = VoucherifyCreateExportOperator.partial(
-                task_id="export", fields=fields, **waiting, **common,
+                task_id="export", fields=fields, incremental=mode == "changes", **waiting, **common,
             ).expand_kwargs(spans)
-            VoucherifyDownloadToWarehouseOperator.partial(task_id="land", **landing).expand_kwargs(
+            land = VoucherifyDownloadToWarehouseOperator.partial(task_id="land", **landing).expand_kwargs(
                 export.output.zip(spans).map(_land_kwargs))
+            if mode == "changes":
+                _current_state(obj, land, common, waiting)
         else:
             export_one = VoucherifyCreateExportOperator(
                 task_id="export", fields=fields, windowed=False, **waiting, **common,
@@ -178,6 +220,23 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
             export_one >> VoucherifyDownloadToWarehouseOperator(task_id="land", export_id=export_one.output,
                                                                 **landing)
     return dag
+
+
+def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any], waiting: dict[str, Any]) -> None:
+    """Merge the run's change windows into the current-state table; on reconcile runs, then mark deletions
+    from a full export of the ids (landed apart, under ``<destination>/_reconcile``)."""
+    target = {"destination": DESTINATION_TEMPLATE, "destination_conn_id": DESTINATION_CONN_ID, **common}
+    target.pop("voucherify_conn_id")
+    merge = VoucherifyMergeCurrentStateOperator(task_id="merge_current_state", landed=land.output, **target)
+    due = reconcile_due(reconcile="{{ params.reconcile }}")
+    ids = VoucherifyCreateExportOperator(task_id="export_ids", fields=[obj.key_field], windowed=False,
+                                         **waiting, **common)
+    ids_landed = VoucherifyDownloadToWarehouseOperator(
+        task_id="land_ids", export_id=ids.output, destination=DESTINATION_TEMPLATE + "/_reconcile",
+        destination_conn_id=DESTINATION_CONN_ID, outlets=[], **common)
+    mark = VoucherifyMarkDeletedOperator(task_id="mark_deleted", snapshot=ids_landed.output, **target)
+    due >> ids >> ids_landed >> mark
+    merge >> mark
 
 
 for _name in OBJECTS:

@@ -59,16 +59,18 @@ def test_modes_follow_the_catalog():
     bag = DagBag(dag_folder=str(REPO_DAGS))
     for name, obj in catalog.OBJECTS.items():
         dag = bag.dags[f"voucherify_{name}"]
-        expected = "window" if obj.windowable and not obj.mutable else "snapshot"
+        expected = ("window" if obj.windowable and not obj.mutable
+                    else "changes" if obj.incremental else "snapshot")
         assert expected in dag.tags, name
-        assert ("windows" in dag.task_dict) == (expected == "window")
+        assert ("windows" in dag.task_dict) == (expected != "snapshot")
+        assert ("merge_current_state" in dag.task_dict) == (expected == "changes")
 
 
 @pytest.fixture
 def example_dags(airflow_db, emu, tmp_path, monkeypatch):
     monkeypatch.setenv("VOUCHERIFY_CONN_ID", "voucherify_test")
     monkeypatch.setenv("VOUCHERIFY_DESTINATION", str(tmp_path / "lake"))
-    monkeypatch.setenv("VOUCHERIFY_OBJECTS", "redemption,customer")
+    monkeypatch.setenv("VOUCHERIFY_OBJECTS", "redemption,customer,points_expiration")
     monkeypatch.setenv("VOUCHERIFY_DEFERRABLE", "true")
     target = DAGS_FOLDER / "voucherify_exports.py"
     shutil.copy(REPO_DAGS / "voucherify_exports.py", target)
@@ -97,8 +99,45 @@ def test_windowed_dag_with_lookback_lands_each_window_once(example_dags, emu):
 
 def test_snapshot_dag_lands_everything(example_dags, emu):
     module, lake = example_dags
-    run = module.voucherify_customer.test(logical_date=datetime(2024, 1, 4, tzinfo=UTC))
+    run = module.voucherify_points_expiration.test(logical_date=datetime(2024, 1, 4, tzinfo=UTC))
     assert str(run.state) == "success"
-    manifest = json.loads((lake / "customer" / "window_start=20240103T000000Z" / "_manifest.json").read_text())
-    assert manifest["mode"] == "snapshot" and manifest["rows"] == emu.ground_truth("customer")["count"]
-    assert set(manifest["fields"]) == set(catalog.OBJECTS["customer"].fields)
+    partition = lake / "points_expiration" / "window_start=20240103T000000Z"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    assert manifest["mode"] == "snapshot" and manifest["rows"] == emu.ground_truth("points_expiration")["count"]
+    assert set(manifest["fields"]) == set(catalog.OBJECTS["points_expiration"].fields)
+
+
+def _task_states(run) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(TaskInstance.task_id, TaskInstance.state).filter(
+            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id).all()
+        return {task_id: str(state) for task_id, state in rows}
+
+
+def test_change_dag_merges_and_reconciles_on_mondays(example_dags, emu):
+    from deltalake import DeltaTable
+
+    module, lake = example_dags
+    run = module.voucherify_customer.test(logical_date=datetime(2024, 1, 4, tzinfo=UTC))  # a Thursday
+    states = _task_states(run)
+    assert str(run.state) == "success" and states["merge_current_state"] == "success"
+    assert {states[t] for t in ("export_ids", "land_ids", "mark_deleted")} == {"skipped"}
+    partition = lake / "customer" / "window_start=20240103T000000Z"
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    truth = emu.ground_truth("customer", "2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z", ids=True,
+                             placed_by="last_change")
+    assert manifest["mode"] == "changes" and manifest["rows"] == truth["count"] > 0
+    table = DeltaTable(str(lake / "current" / "customer")).to_pyarrow_table()
+    assert sorted(table.column("id").to_pylist()) == sorted(truth["ids"])
+
+    run = module.voucherify_customer.test(logical_date=datetime(2024, 1, 8, tzinfo=UTC))  # ends on a Monday
+    states = _task_states(run)
+    assert str(run.state) == "success"
+    assert {states[t] for t in ("merge_current_state", "export_ids", "land_ids", "mark_deleted")} == {"success"}
+    ids = json.loads(next((lake / "_reconcile" / "customer").glob("*/_manifest.json")).read_text())
+    assert ids["rows"] == len(emu.state("customer", ["id"])) and ids["fields"] == ["id"]
+    table = DeltaTable(str(lake / "current" / "customer")).to_pyarrow_table()
+    assert table.num_rows > len(truth["ids"]) and not any(table.column("_deleted").to_pylist())

@@ -49,8 +49,9 @@ class EmulatorConfig:
     # host serves a stored file (empty = render on every download; generation is ~20k rows/s).
     export_cache_dir: str = ""
 
-    # The data as it was at this instant (ISO 8601): records created, updated or deleted later are not yet
-    # so. Empty: all of the generated history (it lies in the past). Tests move it as days pass.
+    # The data as it was at this instant (ISO 8601, exclusive like a window end): what is created, updated
+    # or deleted at or after it has not happened yet. Empty: all of the generated history (it lies in the
+    # past). Tests move it as days pass.
     data_clock: str = ""
     # Unknown in the real API: what ``junction: or`` joins when a field has two conditions ($after and
     # $before). "field": each field's conditions hold together, fields are or-ed; "condition": any one

@@ -191,27 +191,28 @@ class Dataset:
         return tuple(times), deleted
 
     def exists(self, obj: str, i: int, as_of: int | None = None) -> bool:
-        """Whether record ``i`` exists at ``as_of`` (None: now, after all of its history)."""
+        """Whether record ``i`` exists at ``as_of`` (None: now, after all of its history). The clock is
+        exclusive, like a window's end: what happens exactly at ``as_of`` has not happened yet."""
         _, deleted = self.history(obj, i)
         if as_of is None:
             return deleted is None
-        return self.created_ms(obj, i) <= as_of and (deleted is None or deleted > as_of)
+        return self.created_ms(obj, i) < as_of and (deleted is None or deleted >= as_of)
 
     def last_change_ms(self, obj: str, i: int, as_of: int | None = None) -> int:
         """When record ``i`` last changed by ``as_of``: its last visible update, else its creation."""
-        updates = [t for t in self.history(obj, i)[0] if as_of is None or t <= as_of]
+        updates = [t for t in self.history(obj, i)[0] if as_of is None or t < as_of]
         return updates[-1] if updates else self.created_ms(obj, i)
 
     # -- records ------------------------------------------------------------------------------------
 
     def row(self, obj: str, i: int, as_of: int | None = None) -> dict[str, Any]:
         """Record ``i`` of ``obj`` as export field values (Python types; money in cents), as it was at
-        ``as_of`` (None: now) with the updates made by then applied."""
+        ``as_of`` (None: now) with the updates made before then applied."""
         h = _mix(self.seed, _SALT[obj], i)
         created = self.created_ms(obj, i)
         row: dict[str, Any] = getattr(self, f"_{obj}")(i, h, created)
         if obj in HISTORY_OBJECTS:
-            updates = [t for t in self.history(obj, i)[0] if as_of is None or t <= as_of]
+            updates = [t for t in self.history(obj, i)[0] if as_of is None or t < as_of]
             self._apply_updates(obj, row, h, len(updates))
             row["updated_at"] = updates[-1] if updates else None  # null until the first change
         return row

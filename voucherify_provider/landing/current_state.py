@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.catalog import ExportedObject
+from voucherify_provider.hooks._endpoints import iso_utc
 from voucherify_provider.landing.sink import open_untracked, s3_settings
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 
@@ -68,7 +69,7 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
     if obj.key_field not in manifest["fields"]:
         raise ValueError(f"The snapshot in {snapshot} lacks the key field {obj.key_field!r}; export it.")
     ids = _dataset(files).scanner(columns=[obj.key_field]).to_reader()
-    stamp = f"arrow_cast('{cutoff.isoformat()}', 'Timestamp(Millisecond, Some(\"UTC\"))')"
+    stamp = f"TIMESTAMP '{iso_utc(cutoff)}'"
     if not _exists(table):  # nothing merged yet, nothing to mark
         return {"num_target_rows_updated": 0}
     return _merge(table, obj, ids, owner, lambda m: m.when_not_matched_by_source_update(
