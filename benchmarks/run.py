@@ -22,8 +22,10 @@ from typing import Any
 
 from benchmarks.api_economy import api_economy
 from benchmarks.end_to_end import end_to_end
+from benchmarks.incremental import incremental_vs_snapshot
 from benchmarks.inputs import make_redemption_csv
 from benchmarks.process import ROOT, run_engine
+from benchmarks.table_formats import table_formats
 
 ENGINES = ("provider", "pyarrow", "pandas", "duckdb", "polars")
 
@@ -170,6 +172,22 @@ def report_text(e2e: dict[str, Any], parse: dict[str, Any], api: dict[str, Any],
     return "\n".join(lines)
 
 
+def incremental_text(inc: dict[str, Any], formats: list[dict[str, Any]]) -> str:
+    """Change windows against snapshots, and the table formats' merges."""
+    lines = [f"\nincremental vs snapshot, {inc['records']} orders, one daily run ({inc['window'][0][:10]}; "
+             f"{inc['records_changed_in_window']} records changed that day = {inc['daily_change_ratio']:.1%}):"]
+    for mode in ("changes", "snapshot"):
+        r = inc[mode]
+        lines.append(f"  {mode:9s} {r['api_calls']} API calls + {r['downloads']} download(s), "
+                     f"{r['rows_exported']} rows exported, {r['rows_landed']} landed, {r['seconds']:.1f}s")
+    lines.append("  changes/snapshot: " + ", ".join(f"{k} {v:.3f}x" for k, v in inc["ratios"].items()))
+    lines.append("\ncurrent-state merge (1% changed: half updates, half new), median:")
+    lines += [f"  {r['engine']:8s} {r['records']:>9d} records: {r['seconds']:.2f}s, peak RSS "
+              f"{r['peak_rss_mb']:.0f} MB ({r['rss_before_merge_mb']:.0f} MB before the merge), "
+              f"{r['rows_changed']} rows changed" for r in formats]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the suite, print the tables, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -178,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--e2e-rows", type=int, default=2_000_000)
     parser.add_argument("--windows", type=int, default=30)
+    parser.add_argument("--sections", default="landing,incremental",
+                        help="landing (landing, stages, end to end, parse, API economy), incremental (change "
+                        "windows vs snapshot, current-state table formats)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "voucherify-bench")
     args = parser.parse_args(argv)
@@ -185,33 +206,43 @@ def main(argv: list[str] | None = None) -> int:
     runs = 1 if args.smoke else args.runs
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = landing(sizes, runs, args.work)
-    stage_size = sizes[len(sizes) // 2]
-    stage_seconds = stages(stage_size, runs, args.work)
-    e2e = end_to_end(3000 if args.smoke else args.e2e_rows, runs, args.work)
-    parse = parse_cost(1 if args.smoke else 7, args.work)
-    if args.smoke:  # two windows, short exports, quick polls: the code path, not the figures
-        api = api_economy(2, (1.0, 3.0), 100, args.work, {"VOUCHERIFY_POLL_INTERVAL": "1"})
-    else:
-        api = api_economy(args.windows, (2.0, 60.0), 100, args.work)
-    checks = None if args.smoke else targets(results, e2e, parse, api)
-    report = {
+    sections = set(args.sections.split(","))
+    report: dict[str, Any] = {
         "command": "make bench" if not args.smoke else "python -m benchmarks.run --smoke",
-        "when": datetime.now(timezone.utc).isoformat(), "smoke": args.smoke,
+        "when": datetime.now(timezone.utc).isoformat(), "smoke": args.smoke, "sections": sorted(sections),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "processor": platform.processor()},
-        "landing": results, "stages": {"rows": stage_size, "seconds": stage_seconds},
-        "end_to_end": e2e, "parse_cost": parse, "api_economy": api, "targets": checks,
-        "seconds": time.perf_counter() - started,
     }
+    if "landing" in sections:
+        results = landing(sizes, runs, args.work)
+        stage_size = sizes[len(sizes) // 2]
+        stage_seconds = stages(stage_size, runs, args.work)
+        e2e = end_to_end(3000 if args.smoke else args.e2e_rows, runs, args.work)
+        parse = parse_cost(1 if args.smoke else 7, args.work)
+        if args.smoke:  # two windows, short exports, quick polls: the code path, not the figures
+            api = api_economy(2, (1.0, 3.0), 100, args.work, {"VOUCHERIFY_POLL_INTERVAL": "1"})
+        else:
+            api = api_economy(args.windows, (2.0, 60.0), 100, args.work)
+        checks = None if args.smoke else targets(results, e2e, parse, api)
+        report.update({"landing": results, "stages": {"rows": stage_size, "seconds": stage_seconds},
+                       "end_to_end": e2e, "parse_cost": parse, "api_economy": api, "targets": checks})
+    if "incremental" in sections:
+        report["incremental"] = incremental_vs_snapshot(2000 if args.smoke else 1_000_000,
+                                                        20 if args.smoke else 250, args.work)
+        report["table_formats"] = table_formats([20_000] if args.smoke else [1_000_000, 5_000_000], runs,
+                                                args.work)
+    report["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"bench-{'smoke-' if args.smoke else ''}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     target.write_text(json.dumps(report, indent=2))
-    print(table(results))
-    landed = next(r["seconds"] for r in results if r["size"] == stage_size and r["engine"] == "provider")
-    print(f"stages at {stage_size} rows: parse alone {stage_seconds['parse_stage']:.2f}s, writer alone "
-          f"{stage_seconds['encode_stage']:.2f}s, both overlapped in the landing {landed:.2f}s")
-    print(report_text(e2e, parse, api, checks))
+    if "landing" in sections:
+        print(table(results))
+        landed = next(r["seconds"] for r in results if r["size"] == stage_size and r["engine"] == "provider")
+        print(f"stages at {stage_size} rows: parse alone {stage_seconds['parse_stage']:.2f}s, writer alone "
+              f"{stage_seconds['encode_stage']:.2f}s, both overlapped in the landing {landed:.2f}s")
+        print(report_text(e2e, parse, api, checks))
+    if "incremental" in sections:
+        print(incremental_text(report["incremental"], report["table_formats"]))
     print(f"\nresults: {target} ({report['seconds']:.0f}s)")
     return 0
 

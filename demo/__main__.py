@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from demo.stack import AirflowStack, EmulatorProcess
-from demo.summary import partitions, render
+from demo.summary import current_states, partitions, render
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".demo"
@@ -48,6 +48,7 @@ def main() -> int:
     if len(states) != len(dag_ids) * 3:
         failed.append(("all", f"{len(states)} runs instead of {len(dag_ids) * 3}", "missing"))
     print(render(partitions(WAREHOUSE)))
+    print(current_states(WAREHOUSE))
     print(f"\n{len(states) - len(failed)} of {len(states)} DAG runs succeeded in {time.monotonic() - started:.0f}s; "
           f"Parquet under {WAREHOUSE}")
     for dag_id, run_id, state in failed:

@@ -48,3 +48,16 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines.append(f"{len(rows)} partitions of {len(objects)} objects, {total} rows, "
                  f"{sum(r['bytes'] for r in rows)} bytes of Parquet")
     return "\n".join(lines)
+
+
+def current_states(warehouse: Path) -> str:
+    """The current-state tables (Delta Lake) under ``<warehouse>/current``: version, live and deleted rows."""
+    from deltalake import DeltaTable
+
+    lines = []
+    for folder in sorted(p for p in (warehouse / "current").glob("*") if (p / "_delta_log").is_dir()):
+        table = DeltaTable(str(folder))
+        deleted = table.to_pyarrow_table(columns=["_deleted"]).column("_deleted").to_pylist()
+        lines.append(f"current state of {folder.name:<10} {len(deleted) - sum(deleted):>7} live rows, "
+                     f"{sum(deleted)} marked deleted (Delta table version {table.version()}, {folder})")
+    return "\n".join(lines)

@@ -134,3 +134,52 @@ def test_deleted_records_are_marked_by_the_periodic_id_list(dags, emu, tmp_path)
     assert set(deleted.column("_deleted_at").to_pylist()) == {WEEK_ENDS[-1]}
     again = ids.test(WEEK_ENDS[-1])  # marking again changes nothing
     assert ids.xcom(again, "mark").get("num_target_rows_updated", 0) == 0
+
+
+def test_the_wider_reading_of_or_is_a_superset_and_still_lands_exactly(dags, emu, tmp_path):
+    """If the API's ``or`` joined single conditions, a change window would match nearly everything: the
+    landing keeps exactly the window's changes and says how many rows it dropped."""
+    emu.configure(or_junction="condition")
+    changes = dags(CHANGES_DAG)
+    run = changes.test(WEEK_ENDS[1])
+    assert changes.states(run)["land"] == "success"
+    start = WEEK_ENDS[0]
+    truth = emu.ground_truth("order", start.isoformat(), WEEK_ENDS[1].isoformat(), ids=True, placed_by="last_change")
+    assert partition_ids(tmp_path, start) == sorted(truth["ids"])
+    manifest = changes.xcom(run, "land")
+    assert manifest["rows_outside_window"] > manifest["rows"] > 0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"exported_object": "redemption", "incremental": True}, "redemption cannot be exported incrementally"),
+    ({"exported_object": "order", "incremental": True, "windowed": False}, "cannot be windowed=False"),
+    ({"exported_object": "customer", "incremental": True,
+      "filters": {"email": {"conditions": {"$is": ["a@b.c"]}}}}, "filters cannot be combined"),
+])
+def test_bad_incremental_requests_fail_before_any_call(kwargs, message):
+    from voucherify_provider.errors import VoucherifyConfigError
+    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+
+    with pytest.raises(VoucherifyConfigError, match=message):
+        VoucherifyCreateExportOperator(task_id="x", **kwargs)
+
+
+def test_the_change_filter_asks_for_creations_or_updates_in_the_window():
+    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+
+    task = VoucherifyCreateExportOperator(task_id="x", exported_object="voucher", incremental=True,
+                                          fields=["code"], window_start="2024-01-02T00:00:00Z",
+                                          window_end="2024-01-03T00:00:00Z")
+    plan = task.plan({})
+    window = {"conditions": {"$after": ["2024-01-01T23:59:59.999Z"], "$before": ["2024-01-03T00:00:00.000Z"]}}
+    assert plan["filters"] == {"junction": "or", "created_at": window, "updated_at": window}
+    assert plan["fields"] == ["code", "created_at", "updated_at", "id"]
+
+
+def test_the_emulator_answers_the_state_at_any_time(emu):
+    """State at T: only records created before T, each with the updates made before T, none deleted by T."""
+    early = {r["id"]: r for r in emu.state("order", ["id", "updated_at", "status"], as_of="2024-01-04T00:00:00Z")}
+    late = {r["id"]: r for r in emu.state("order", ["id", "updated_at", "status"])}
+    assert early and late and set(early) - set(late)  # some records were deleted since
+    assert all(r["updated_at"] < "2024-01-04" for r in early.values())
+    assert any(late[i]["updated_at"] > early[i]["updated_at"] for i in set(early) & set(late))

@@ -376,11 +376,11 @@ class Backend:
             body["ids"] = [str(self.dataset.row(obj.name, i)[id_field]) for i in indexes]
         return body
 
-    def state(self, name: str, fields_: list[str]) -> dict[str, Any]:
-        """Every record of an object at the data clock (deleted ones left out), ``fields_`` rendered as in
-        the CSV: the current state a current-state table must equal."""
+    def state(self, name: str, fields_: list[str], at: str | None = None) -> dict[str, Any]:
+        """Every record of an object at ``at`` (ISO instant; default the data clock), deleted ones left out,
+        ``fields_`` rendered as in the CSV: the current state a current-state table must equal."""
         obj = catalog.get_object(name)
-        as_of = self.as_of()
+        as_of = parse_time(at) if at else self.as_of()
         kinds = [obj.field_type(f).value for f in fields_]
         rows = []
         for i in range(self.dataset.count(obj.name)):
@@ -388,12 +388,12 @@ class Backend:
                 row = self.dataset.row(obj.name, i, as_of)
                 rows.append([render_value(field_value(row, f), k, "fixed2")
                              for f, k in zip(fields_, kinds, strict=True)])
-        return {"object": obj.name, "as_of": self.config.data_clock or None, "fields": fields_, "rows": rows}
+        return {"object": obj.name, "as_of": at or self.config.data_clock or None, "fields": fields_, "rows": rows}
 
     # -- orders -------------------------------------------------------------------------------------
 
     def _generated_order(self, i: int) -> dict[str, Any]:
-        row = self.dataset.row("order", i)
+        row = self.dataset.row("order", i, self.as_of())
         return self._order_json(row)
 
     def _order_json(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -425,7 +425,9 @@ class Backend:
         i = self.dataset.index_of("order", key)
         if i is None and key.startswith("order-") and key[6:].isdigit() and int(key[6:]) < self.dataset.count("order"):
             i = int(key[6:])
-        return self._generated_order(i) if i is not None else None
+        if i is None or not self.dataset.exists("order", i, self.as_of()):
+            return None  # not ours, deleted, or not created yet at the data clock
+        return self._generated_order(i)
 
     def get_order(self, key: str) -> dict[str, Any]:
         """``GET /v1/orders/{id}`` by id or source id."""
@@ -509,7 +511,9 @@ class Backend:
     def list_orders(self, limit: int, page: int, order: str | None) -> dict[str, Any]:
         """``GET /v1/orders`` over generated and API-made orders."""
         with self.lock:
-            generated = self.dataset.count("order")
+            as_of = self.as_of()
+            live = [i for i in range(self.dataset.count("order")) if self.dataset.exists("order", i, as_of)]
+            generated = len(live)
             made = [o for o in self.orders.values() if self.dataset.index_of("order", o["id"]) is None]
             total = generated + len(made)
             sort = order or "-created_at"
@@ -522,14 +526,14 @@ class Backend:
 
                 def at(p: int) -> dict[str, Any]:
                     if p < generated:
-                        i_id = self.dataset.record_id("order", p)
-                        return self.orders.get(i_id) or self._generated_order(p)
+                        i_id = self.dataset.record_id("order", live[p])
+                        return self.orders.get(i_id) or self._generated_order(live[p])
                     return made[p - generated]
 
                 items = [at(p) for p in positions]
             else:
                 everything = [self.orders.get(self.dataset.record_id("order", i)) or self._generated_order(i)
-                              for i in range(generated)] + made
+                              for i in live] + made
                 key = sort.lstrip("-")
                 everything.sort(key=lambda o: str(o.get(key) or ""), reverse=sort.startswith("-"))
                 items = everything[start:stop]

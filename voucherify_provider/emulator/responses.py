@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from voucherify_provider import catalog
 from voucherify_provider.emulator.faults import FaultInjector, RateLimiter
+from voucherify_provider.emulator.filters import FilterError
 from voucherify_provider.emulator.models import ApiFailure, Backend, invalid_payload
 
 # The exact body the documentation shows for a bad key or download token.
@@ -264,13 +265,13 @@ def create_app(backend: Backend) -> FastAPI:
 
     @app.get("/_emulator/state")
     async def state(request: Request) -> Response:
-        # The current state at the data clock, e.g. ?object=order&fields=id,updated_at,status
+        # The current state at the data clock (or ?as_of=), e.g. ?object=order&fields=id,updated_at,status
         q = request.query_params
         try:
             obj = catalog.get_object(q["object"])
             wanted = [f for f in q.get("fields", "").split(",") if f] or list(obj.fields)
-            return JSONResponse(await asyncio.to_thread(backend.state, obj.name, wanted))
-        except (KeyError, ValueError) as err:
+            return JSONResponse(await asyncio.to_thread(backend.state, obj.name, wanted, q.get("as_of")))
+        except (KeyError, ValueError, FilterError) as err:
             return JSONResponse({"error": str(err)}, 400)
 
     @app.get("/_emulator/requests")

@@ -66,9 +66,10 @@ class RunningEmulator:
         params.update({k: v for k, v in (("start", start), ("end", end)) if v})
         return dict(self.admin("GET", "ground-truth", params=params))
 
-    def state(self, obj: str, fields: list[str]) -> list[dict[str, str]]:
-        """Every live record of ``obj`` at the data clock, ``fields`` rendered as in the CSV."""
-        body = self.admin("GET", "state", params={"object": obj, "fields": ",".join(fields)})
+    def state(self, obj: str, fields: list[str], as_of: str | None = None) -> list[dict[str, str]]:
+        """Every live record of ``obj`` at ``as_of`` (default: the data clock), ``fields`` rendered as in the CSV."""
+        params = {"object": obj, "fields": ",".join(fields), **({"as_of": as_of} if as_of else {})}
+        body = self.admin("GET", "state", params=params)
         return [dict(zip(body["fields"], row, strict=True)) for row in body["rows"]]
 
     def reset(self) -> None:

@@ -55,8 +55,13 @@ def merge_partition(table: ObjectStoragePath, obj: ExportedObject, partition: Ob
     files = [partition / f["path"] for f in manifest["files"]]
     if not files:
         return {"num_source_rows": 0}
-    reader = _stamped(obj, files, str(manifest.get("export_id", "")))
-    return _merge(table, obj, reader, owner, lambda m: m.when_matched_update_all(
+    return merge_rows(table, obj, _stamped(obj, files, str(manifest.get("export_id", ""))), owner)
+
+
+def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBatchReader, owner: str) -> dict[str, int]:
+    """Merge rows carrying the bookkeeping columns (see :func:`state_schema`): newer versions replace
+    stored ones, unknown keys are inserted, equal or older versions change nothing."""
+    return _merge(table, obj, rows, owner, lambda m: m.when_matched_update_all(
         predicate=f"s.{CHANGE_AT} > t.{CHANGE_AT}").when_not_matched_insert_all())
 
 

@@ -220,7 +220,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                       len(manifest["files"]))
         self._emit_asset_event(context, obj.name, writer.partition, manifest)
         self._lineage = (obj.name, writer.partition, manifest)
-        return {**manifest, "partition": str(writer.partition)}  # where it landed, for downstream tasks
+        return {**manifest, "partition": path_url(writer.partition)}  # where it landed, for downstream tasks
 
     def _object_of(self, export: dict[str, Any]) -> catalog.ExportedObject:
         status = export.get("status")
@@ -368,6 +368,13 @@ def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
     if path.protocol in ("", "file", "local"):
         return "file", "/" + str(path.path).lstrip("/")
     return str(path.namespace), str(path.key)
+
+
+def path_url(path: ObjectStoragePath) -> str:
+    """A path as a plain URL (local: the path), without the connection id ObjectStoragePath shows in ``str``."""
+    if path.protocol in ("", "file", "local"):
+        return "/" + str(path.path).lstrip("/")
+    return f"{path.protocol}://{path.bucket}/{path.key}"
 
 
 def _created_at_conditions(export: dict[str, Any]) -> dict[str, Any]:
