@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.inputs import FIELDS
+from benchmarks.process import peak_rss_mb
 
 
 def _chunks(csv_path: Path) -> Any:
@@ -238,7 +238,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = END_TO_END[engine](source, out) if engine in END_TO_END else LANDING[engine](given, out)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"engine": engine, "seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows}))
 
 

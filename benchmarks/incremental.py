@@ -1,8 +1,9 @@
 """Incremental vs snapshot: one daily run for ~1M orders, as the example DAG's tasks do it.
 
 The emulator (its own process) holds ``records`` orders created evenly over ``days`` days, each changed
-0-3 times in the following days, so about 1% of the records change on any day. One run of each mode
-lands the same day: the change window (create, wait, land the changes, merge them into the Delta
+0-3 times in the following days, so about 1% of the records change on any day. The current-state table
+is first built as of the day's start; then the day passes (the emulator's data clock) and one run of each
+mode lands it: the change window (create, wait, land the changes, merge them into the Delta
 current-state table) and the snapshot (create, wait, land every order). Counted at the emulator: API
 calls and rows exported; timed: the run, in this process.
 """
@@ -28,7 +29,7 @@ def incremental_vs_snapshot(records: int, days: int, work: Path) -> dict[str, An
     import os
 
     end = FIRST + timedelta(days=days)
-    day = FIRST + timedelta(days=days // 2)  # a day in the middle: creations and updates alike
+    day = FIRST + timedelta(days=days - 1)  # the last day of creations: every record exists by its end
     window = (datetime(day.year, day.month, day.day, tzinfo=timezone.utc),
               datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1))
     cache = work / "incremental-export-cache"
@@ -39,11 +40,14 @@ def incremental_vs_snapshot(records: int, days: int, work: Path) -> dict[str, An
         os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = emulator.connection()
         lake = work / "incremental-lake"
         shutil.rmtree(lake, ignore_errors=True)
+        # The current-state table as a daily pipeline has it when the day begins (untimed set-up) ...
+        emulator.admin("PATCH", "config", json={"data_clock": window[0].isoformat()})
+        _seed_current_state(emulator, lake)
+        # ... then the day passes, and each mode lands it.
+        emulator.admin("PATCH", "config", json={"data_clock": window[1].isoformat()})
         changed = emulator.admin("GET", "ground-truth", params={
             "object": "order", "start": window[0].isoformat(), "end": window[1].isoformat(),
             "placed_by": "last_change"})["count"]
-        # The current-state table as a daily pipeline has it: every order merged once (untimed set-up).
-        _seed_current_state(emulator, lake)
         results = {mode: _run(emulator, mode, window, lake) for mode in ("changes", "snapshot")}
     return {"records": records, "days": days, "window": [w.isoformat() for w in window],
             "records_changed_in_window": changed, "daily_change_ratio": changed / records, **results,
@@ -86,7 +90,7 @@ def _run(emulator: EmulatorProcess, mode: str, window: tuple[datetime, datetime]
 
 
 def _seed_current_state(emulator: EmulatorProcess, lake: Path) -> None:
-    """Land every order once as one change window over all time and merge it (untimed)."""
+    """Land every order as it is at the data clock, one change window over all time, and merge it."""
     _run(emulator, "changes", (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)),
          lake)
 

@@ -26,3 +26,14 @@ def run_engine(engine: str, source: str | Path, env: dict[str, str] | None = Non
         if done.returncode != 0:
             raise RuntimeError(f"{engine} failed: {done.stderr[-2000:]}")
         return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_seconds": process_seconds}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started (``VmHWM``). Not ``ru_maxrss``: Linux carries
+    that over from the forking parent across exec, so a child of a big parent would report the parent's."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the best there is

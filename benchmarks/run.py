@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                        "end_to_end": e2e, "parse_cost": parse, "api_economy": api, "targets": checks})
     if "incremental" in sections:
         report["incremental"] = incremental_vs_snapshot(2000 if args.smoke else 1_000_000,
-                                                        20 if args.smoke else 250, args.work)
+                                                        20 if args.smoke else 180, args.work)
         report["table_formats"] = table_formats([20_000] if args.smoke else [1_000_000, 5_000_000], runs,
                                                 args.work)
     report["seconds"] = time.perf_counter() - started

@@ -8,12 +8,13 @@ pyiceberg's upsert has no "only when newer" condition; it is measured without it
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.process import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_704_067_200_000  # 2024-01-01
@@ -65,7 +66,7 @@ def merge(engine: str, records: int, path: Path) -> dict[str, Any]:
     import pyarrow as pa
 
     changes = _changes(records)
-    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before_mb = peak_rss_mb()
     started = time.perf_counter()
     if engine == "delta":
         from airflow.sdk import ObjectStoragePath
@@ -84,7 +85,7 @@ def merge(engine: str, records: int, path: Path) -> dict[str, Any]:
         result = table.upsert(changes, join_cols=["id"])
         changed = result.rows_updated + result.rows_inserted
     return {"engine": engine, "records": records, "seconds": time.perf_counter() - started,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_merge_mb": before_mb, "rows_changed": changed}
 
 

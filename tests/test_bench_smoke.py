@@ -27,3 +27,12 @@ def test_bench_smoke(tmp_path):
     assert api["runs_succeeded"] == api["runs"] == 2 and api["partitions"] == 2
     assert api["rows_landed"] == api["rows_expected"] > 0
     assert api["calls_by_route"]["create_export"] >= 2 and api["api_calls_per_window"] >= 3
+    inc = report["incremental"]
+    assert inc["records"] == 2000 and 0 < inc["records_changed_in_window"] < 2000
+    assert inc["changes"]["rows_landed"] == inc["records_changed_in_window"]
+    assert 0 < inc["changes"]["rows_exported"] < inc["snapshot"]["rows_exported"] == inc["snapshot"]["rows_landed"]
+    assert inc["changes"]["merge"][0]["num_source_rows"] == inc["changes"]["rows_landed"]
+    formats = {r["engine"]: r for r in report["table_formats"]}
+    assert set(formats) == {"delta", "iceberg"}
+    assert formats["delta"]["rows_changed"] == formats["iceberg"]["rows_changed"] == 200  # 1% of 20k
+    assert "incremental vs snapshot" in done.stdout and "current-state merge" in done.stdout
