@@ -27,6 +27,7 @@ from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.catalog import ExportedObject
 from voucherify_provider.hooks._endpoints import iso_utc
+from voucherify_provider.landing.paths import is_local, path_url
 from voucherify_provider.landing.sink import open_untracked, s3_settings
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 
@@ -140,8 +141,8 @@ def _exists(table: ObjectStoragePath) -> bool:
 
 def delta_location(table: ObjectStoragePath) -> tuple[str, dict[str, str]]:
     """The table's URI and delta-rs storage options (credentials and endpoint of the destination's s3fs)."""
-    if table.protocol in ("", "file", "local"):
-        return "/" + str(table.path).lstrip("/"), {}
+    if is_local(table):
+        return path_url(table), {}
     if table.protocol not in ("s3", "s3a"):
         raise ValueError(f"The current-state table supports local and s3:// destinations, not {table.protocol}://.")
     settings = s3_settings(table.fs)
@@ -158,4 +159,4 @@ def delta_location(table: ObjectStoragePath) -> tuple[str, dict[str, str]]:
     if settings["endpoint"]:
         options["AWS_ENDPOINT_URL"] = str(settings["endpoint"])
         options["AWS_ALLOW_HTTP"] = "true" if str(settings["endpoint"]).startswith("http://") else "false"
-    return f"s3://{table.bucket}/{table.key}", options
+    return path_url(table), options

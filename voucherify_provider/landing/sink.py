@@ -22,9 +22,10 @@ from typing import Any
 import pyarrow as pa
 from airflow.sdk import ObjectStoragePath
 
+from voucherify_provider.landing.paths import is_local
+
 log = logging.getLogger(__name__)
 FLUSH_BYTES = 8 << 20
-LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 class _HashingSink(io.RawIOBase):
@@ -87,7 +88,7 @@ def open_untracked(path: ObjectStoragePath, mode: str) -> Any:
 
 def _native_output(path: ObjectStoragePath) -> Any | None:
     """A native pyarrow output stream for ``path``, or None where only fsspec can write there."""
-    if path.protocol in LOCAL_PROTOCOLS:
+    if is_local(path):
         return pa.OSFile(str(path.path), mode="wb")
     if path.protocol in ("s3", "s3a"):
         filesystem = native_s3(path.fs)
@@ -154,3 +155,4 @@ def s3_settings(fs: Any) -> dict[str, Any] | None:
     return {"key": key, "secret": secret, "token": token,
             "region": client_kwargs.get("region_name") or region or "us-east-1",
             "endpoint": getattr(fs, "endpoint_url", None) or client_kwargs.get("endpoint_url")}
+

@@ -19,6 +19,7 @@ from voucherify_provider.errors import (
     VoucherifyNotFoundError,
     explain_missing_connection,
 )
+from voucherify_provider.landing.paths import is_local, path_url
 from voucherify_provider.operators._common import airflow_exception, fail_task, is_templated
 from voucherify_provider.window import Window, as_utc
 
@@ -365,16 +366,9 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
 def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
     """OpenLineage (namespace, name) of a path: ``file`` + absolute path locally, ``s3://bucket`` + key on
     object stores (the OpenLineage naming convention)."""
-    if path.protocol in ("", "file", "local"):
-        return "file", "/" + str(path.path).lstrip("/")
+    if is_local(path):
+        return "file", path_url(path)
     return str(path.namespace), str(path.key)
-
-
-def path_url(path: ObjectStoragePath) -> str:
-    """A path as a plain URL (local: the path), without the connection id ObjectStoragePath shows in ``str``."""
-    if path.protocol in ("", "file", "local"):
-        return "/" + str(path.path).lstrip("/")
-    return f"{path.protocol}://{path.bucket}/{path.key}"
 
 
 def _created_at_conditions(export: dict[str, Any]) -> dict[str, Any]:
