@@ -125,3 +125,38 @@ def test_s3_files_are_written_natively_unless_fsspec_must(s3, s3_endpoint, monke
     body = s3.cat(f"lake/native/{conn_id}.bin")
     assert (size, sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
     assert body == payload
+
+
+def test_change_windows_merge_into_a_current_state_table_on_s3(emu, hook, s3, s3_endpoint):
+    """The Delta current-state table on S3: delta-rs gets the connection's credentials and endpoint, merges
+    under the conditional-put lock, and merging the same window again changes nothing."""
+    from deltalake import DeltaTable
+
+    from voucherify_provider.transfers.current_state import VoucherifyMergeCurrentStateOperator
+
+    def land(start: str, end: str) -> dict:
+        context = {"data_interval_start": datetime.fromisoformat(start),
+                   "data_interval_end": datetime.fromisoformat(end)}
+        export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="customer", incremental=True,
+                                                   voucherify_conn_id="voucherify_test").execute(dict(context))
+        wait_done(hook, export_id)
+        return VoucherifyDownloadToWarehouseOperator(
+            task_id="l", export_id=export_id, destination="s3://lake/warehouse", destination_conn_id="aws_lake",
+            exported_object="customer", voucherify_conn_id="voucherify_test").execute(dict(context))
+
+    merge = VoucherifyMergeCurrentStateOperator(task_id="m", landed=[], exported_object="customer",
+                                                destination="s3://lake/warehouse", destination_conn_id="aws_lake")
+    landed = [land("2024-01-01T00:00:00+00:00", "2024-01-05T00:00:00+00:00"),
+              land("2024-01-05T00:00:00+00:00", "2024-01-30T00:00:00+00:00")]
+    assert [m["partition"] for m in landed] == ["s3://lake/warehouse/customer/window_start=20240101T000000Z",
+                                                "s3://lake/warehouse/customer/window_start=20240105T000000Z"]
+    merge.landed = landed[::-1]  # given newest first: merged oldest first, and the order would not matter
+    counts = merge.execute({})
+    assert [c["num_target_rows_inserted"] for c in counts] == [landed[0]["rows"], landed[1]["rows"]]
+    options = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+               "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true"}
+    table = DeltaTable("s3://lake/warehouse/current/customer", storage_options=options).to_pyarrow_table()
+    assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in emu.state("customer", ["id"]))
+    assert not s3.exists("lake/warehouse/current/customer/_commit.lock")  # the lock is released
+    merge.landed = landed[1]
+    assert merge.execute({})[0].get("num_target_rows_updated", 0) == 0
