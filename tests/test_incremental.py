@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -40,7 +41,7 @@ with DAG(DAG_ID, schedule=CronDataIntervalTimetable('@weekly', timezone='UTC'),
     land = VoucherifyDownloadToWarehouseOperator(task_id='land', export_id=ids.output, destination=DEST + '/_ids',
                                                  exported_object='order', voucherify_conn_id=CONN)
     mark = VoucherifyMarkDeletedOperator(task_id='mark', snapshot=land.output, exported_object='order',
-                                         destination=DEST)
+                                         destination=DEST, vacuum_retention_hours=0)
     ids >> land >> mark
 """
 
@@ -132,6 +133,11 @@ def test_deleted_records_are_marked_by_the_periodic_id_list(dags, emu, tmp_path)
     deleted = table.filter(pa.compute.field("_deleted"))
     assert sorted(deleted.column("id").to_pylist()) == sorted(gone)
     assert set(deleted.column("_deleted_at").to_pylist()) == {WEEK_ENDS[-1]}
+    from deltalake import DeltaTable
+
+    live_files = {Path(u).name for u in DeltaTable(str(tmp_path / "current" / "order")).file_uris()}
+    on_disk = {p.name for p in (tmp_path / "current" / "order").glob("*.parquet")}
+    assert ids.xcom(run, "mark")["files_vacuumed"] > 0 and on_disk == live_files  # rewritten files are gone
     again = ids.test(WEEK_ENDS[-1])  # marking again changes nothing
     assert ids.xcom(again, "mark").get("num_target_rows_updated", 0) == 0
 
@@ -183,3 +189,32 @@ def test_the_emulator_answers_the_state_at_any_time(emu):
     assert early and late and set(early) - set(late)  # some records were deleted since
     assert all(r["updated_at"] < "2024-01-04" for r in early.values())
     assert any(late[i]["updated_at"] > early[i]["updated_at"] for i in set(early) & set(late))
+
+
+def test_a_field_added_to_the_export_becomes_a_column_of_the_current_state(emu, hook, tmp_path):
+    from deltalake import DeltaTable
+
+    from tests.helpers import wait_done
+    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+    from voucherify_provider.transfers.current_state import VoucherifyMergeCurrentStateOperator
+    from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+    def land_and_merge(fields: list[str], end: datetime) -> None:
+        context = {"data_interval_start": end - timedelta(weeks=1), "data_interval_end": end}
+        export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="order", incremental=True,
+                                                   fields=fields, voucherify_conn_id="voucherify_test"
+                                                   ).execute(dict(context))
+        wait_done(hook, export_id)
+        landed = VoucherifyDownloadToWarehouseOperator(
+            task_id="l", export_id=export_id, destination=str(tmp_path), exported_object="order",
+            voucherify_conn_id="voucherify_test").execute(dict(context))
+        VoucherifyMergeCurrentStateOperator(task_id="m", landed=landed, exported_object="order",
+                                            destination=str(tmp_path)).execute({})
+
+    land_and_merge(["id", "status"], WEEK_ENDS[0])
+    land_and_merge(["id", "status", "source_id"], WEEK_ENDS[1])
+    table = DeltaTable(str(tmp_path / "current" / "order")).to_pyarrow_table()
+    sources = dict(zip(table.column("id").to_pylist(), table.column("source_id").to_pylist(), strict=True))
+    second = set(partition_ids(tmp_path, WEEK_ENDS[0]))
+    assert {i for i, s in sources.items() if s is not None} == second  # only the later window carried it
+    assert all(s is None for i, s in sources.items() if i not in second)

@@ -63,7 +63,7 @@ def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBat
     """Merge rows carrying the bookkeeping columns (see :func:`state_schema`): newer versions replace
     stored ones, unknown keys are inserted, equal or older versions change nothing."""
     return _merge(table, obj, rows, owner, lambda m: m.when_matched_update_all(
-        predicate=f"s.{CHANGE_AT} > t.{CHANGE_AT}").when_not_matched_insert_all())
+        predicate=f"s.{CHANGE_AT} > t.{CHANGE_AT}").when_not_matched_insert_all(), evolve=True)
 
 
 def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: ObjectStoragePath, cutoff: datetime,
@@ -83,8 +83,23 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
         predicate=f"t.{DELETED} = false AND t.{CHANGE_AT} < {stamp}"))
 
 
+def vacuum(table: ObjectStoragePath, retention_hours: int, owner: str) -> int:
+    """Delete the data files no table version younger than ``retention_hours`` uses (every merge rewrites
+    the files it touches; without this the old ones stay forever). Returns how many were deleted."""
+    from deltalake import DeltaTable
+
+    if not _exists(table):
+        return 0
+    uri, options = delta_location(table)
+    with CommitLock(table, owner, LOCK_TIMEOUT):
+        deleted = DeltaTable(uri, storage_options=options).vacuum(
+            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    log.info("Vacuumed %s: %d file(s) older than %dh deleted", table, len(deleted), retention_hours)
+    return len(deleted)
+
+
 def _merge(table: ObjectStoragePath, obj: ExportedObject, source: pa.RecordBatchReader, owner: str,
-           clauses: Any) -> dict[str, int]:
+           clauses: Any, evolve: bool = False) -> dict[str, int]:
     from deltalake import DeltaTable
 
     uri, options = delta_location(table)
@@ -94,8 +109,9 @@ def _merge(table: ObjectStoragePath, obj: ExportedObject, source: pa.RecordBatch
         if not _exists(table):  # the first merge creates it (checked again under the lock)
             DeltaTable.create(uri, schema=source.schema, storage_options=options, mode="ignore")
         delta = DeltaTable(uri, storage_options=options)
+        # evolve: fields added to the export later become new columns (null in older rows).
         merger = delta.merge(source=source, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
-                             streamed_exec=True)
+                             streamed_exec=True, merge_schema=evolve)
         metrics = clauses(merger).execute()
     counts = {k: int(v) for k, v in metrics.items() if k.startswith("num_") and isinstance(v, int)}
     log.info("Merged into %s: %s", table, ", ".join(f"{k[4:]}={v}" for k, v in counts.items() if v))

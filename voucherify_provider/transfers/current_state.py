@@ -90,25 +90,36 @@ class VoucherifyMarkDeletedOperator(_CurrentStateOperator):
     VoucherifyDownloadToWarehouseOperator: a live record changed before ``cutoff`` that the list lacks was
     deleted in Voucherify. Rows stay in the table with ``_deleted`` true and ``_deleted_at`` = ``cutoff``.
 
+    Then, as this runs periodically, the table's data files no version of the last
+    ``vacuum_retention_hours`` uses are deleted (Delta keeps every rewritten file until a vacuum).
+
     :param snapshot: the landing task's result for the id list.
     :param cutoff: records changed at or after it are left alone (default: the run's data interval end,
         before which the list was exported).
+    :param vacuum_retention_hours: how far back the table stays readable as of an older version (time
+        travel); None: no vacuum.
     """
 
     template_fields: Sequence[str] = (*_CurrentStateOperator.template_fields, "snapshot", "cutoff")
 
-    def __init__(self, *, snapshot: Any, cutoff: datetime | str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, snapshot: Any, cutoff: datetime | str | None = None,
+                 vacuum_retention_hours: int | None = 7 * 24, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.snapshot = snapshot
         self.cutoff = cutoff
+        self.vacuum_retention_hours = vacuum_retention_hours
 
     def execute(self, context: Context) -> dict[str, int]:
         """Compare the table with the id list; mark what is missing."""
-        from voucherify_provider.landing.current_state import mark_deleted
+        from voucherify_provider.landing.current_state import mark_deleted, vacuum
 
         obj, table = self._target()
         try:
             cutoff = Window.snapshot(None, self.cutoff or context.get("data_interval_end"), context).end
         except VoucherifyConfigError as err:
             fail_task(str(err))
-        return mark_deleted(table, obj, self._partition(self.snapshot), cutoff, staging_owner(context) or "mark")
+        owner = staging_owner(context) or "mark"
+        counts = mark_deleted(table, obj, self._partition(self.snapshot), cutoff, owner)
+        if self.vacuum_retention_hours is not None:
+            counts["files_vacuumed"] = vacuum(table, int(self.vacuum_retention_hours), owner)
+        return counts
