@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -71,13 +72,13 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
     """Mark deleted every live record the full id list in ``snapshot`` (a landed partition) lacks, among
     those changed before ``cutoff`` (records changed later may be newer than the list)."""
     manifest = _manifest(snapshot)
-    files = [snapshot / f["path"] for f in manifest["files"]]
     if obj.key_field not in manifest["fields"]:
         raise ValueError(f"The snapshot in {snapshot} lacks the key field {obj.key_field!r}; export it.")
-    ids = _dataset(files).scanner(columns=[obj.key_field]).to_reader()
-    stamp = f"TIMESTAMP '{iso_utc(cutoff)}'"
     if not _exists(table):  # nothing merged yet, nothing to mark
         return {"num_target_rows_updated": 0}
+    files = [snapshot / f["path"] for f in manifest["files"]]
+    ids = _dataset(files).scanner(columns=[obj.key_field]).to_reader()
+    stamp = f"TIMESTAMP '{iso_utc(cutoff)}'"
     return _merge(table, obj, ids, owner, lambda m: m.when_not_matched_by_source_update(
         updates={DELETED: "true", DELETED_AT: stamp},
         predicate=f"t.{DELETED} = false AND t.{CHANGE_AT} < {stamp}"))
@@ -86,29 +87,32 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
 def vacuum(table: ObjectStoragePath, retention_hours: int, owner: str) -> int:
     """Delete the data files no table version younger than ``retention_hours`` uses (every merge rewrites
     the files it touches; without this the old ones stay forever). Returns how many were deleted."""
-    from deltalake import DeltaTable
-
     if not _exists(table):
         return 0
-    uri, options = delta_location(table)
-    with CommitLock(table, owner, LOCK_TIMEOUT):
-        deleted = DeltaTable(uri, storage_options=options).vacuum(
-            retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    with _locked(table, owner) as delta:
+        deleted = delta.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
     log.info("Vacuumed %s: %d file(s) older than %dh deleted", table, len(deleted), retention_hours)
     return len(deleted)
 
 
-def _merge(table: ObjectStoragePath, obj: ExportedObject, source: pa.RecordBatchReader, owner: str,
-           clauses: Any, evolve: bool = False) -> dict[str, int]:
+@contextmanager
+def _locked(table: ObjectStoragePath, owner: str, create: pa.Schema | None = None) -> Iterator[Any]:
+    """The Delta table under the commit lock; created with ``create`` as its schema when missing."""
     from deltalake import DeltaTable
 
     uri, options = delta_location(table)
-    key = obj.key_field
     table.mkdir(parents=True, exist_ok=True)
     with CommitLock(table, owner, LOCK_TIMEOUT):
-        if not _exists(table):  # the first merge creates it (checked again under the lock)
-            DeltaTable.create(uri, schema=source.schema, storage_options=options, mode="ignore")
-        delta = DeltaTable(uri, storage_options=options)
+        if create is not None and not _exists(table):  # checked again under the lock
+            DeltaTable.create(uri, schema=create, storage_options=options, mode="ignore")
+        yield DeltaTable(uri, storage_options=options)
+
+
+def _merge(table: ObjectStoragePath, obj: ExportedObject, source: pa.RecordBatchReader, owner: str,
+           clauses: Any, evolve: bool = False) -> dict[str, int]:
+    key = obj.key_field
+    # The first merge of changes creates the table; marking deletions never does (it checks first).
+    with _locked(table, owner, create=source.schema if evolve else None) as delta:
         # evolve: fields added to the export later become new columns (null in older rows).
         merger = delta.merge(source=source, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
                              streamed_exec=True, merge_schema=evolve)
