@@ -5,7 +5,8 @@ complete) and must carry ``voucherify_provider`` only. The wheel is installed in
 with the newest Airflow the project pins (constraints.txt) and with the oldest it supports
 (tests/compat/), and there Airflow lists the provider with its version, registers the ``voucherify``
 connection type and the trigger, parses ``dags/voucherify_exports.py`` without import errors, and runs a
-windowed and a snapshot DAG with ``airflow dags test`` against the emulator, landing the ground truth.
+created_at-windowed and a change-window DAG (with its current-state merge) with ``airflow dags test``
+against the emulator, landing the ground truth.
 """
 
 from __future__ import annotations
@@ -127,5 +128,13 @@ def test_example_dags_run_on_this_airflow(installed, tmp_path):
         for dag_id in ("voucherify_redemption", "voucherify_order"):
             run([airflow, "dags", "test", dag_id, "2024-01-03T00:00:00+00:00"], env)
         assert_matches_ground_truth(emulator, tmp_path / "lake", "redemption", ["2024-01-02"], "2024-01-03")
+        # Orders land by change window and merge into their Delta current-state table.
         orders = ds.dataset(str(tmp_path / "lake" / "order"), format="parquet", partitioning="hive").to_table()
-        assert orders.num_rows == emulator.admin("GET", "ground-truth", params={"object": "order"})["count"] > 0
+        truth = emulator.admin("GET", "ground-truth", params={
+            "object": "order", "start": "2024-01-02T00:00:00Z", "end": "2024-01-03T00:00:00Z", "ids": "true",
+            "placed_by": "last_change"})
+        assert sorted(orders.column("id").to_pylist()) == sorted(truth["ids"]) and truth["count"] > 0
+        from deltalake import DeltaTable
+
+        current = DeltaTable(str(tmp_path / "lake" / "current" / "order")).to_pyarrow_table()
+        assert sorted(current.column("id").to_pylist()) == sorted(truth["ids"])
