@@ -194,9 +194,9 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
                                  f"voucherify_destination, else {DESTINATION})."),
             "lookback": Param(LOOKBACK, type="integer", minimum=0, maximum=30,
                               description="Re-export this many previous windows too (window and change modes)."),
-            "reconcile": Param("auto", enum=["auto", "always", "never"],
-                               description="Change mode: list every id to mark deletions (auto: "
-                               f"{RECONCILE})."),
+            **({"reconcile": Param("auto", enum=["auto", "always", "never"],
+                                   description=f"List every id to mark deletions (auto: {RECONCILE}).")}
+               if mode == "changes" else {}),
         },
     ) as dag:
         common: dict[str, Any] = {"exported_object": obj.name, "voucherify_conn_id": CONN_ID}

@@ -16,7 +16,7 @@ from demo.stack import AirflowStack, EmulatorProcess, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
-OBJECTS = ("redemption", "order")  # one windowed DAG, one snapshot DAG
+OBJECTS = ("redemption", "points_expiration")  # one windowed DAG, one snapshot DAG
 
 
 @dataclass

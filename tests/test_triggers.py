@@ -98,13 +98,13 @@ def test_rest_run_without_logical_date_lands_the_latest_complete_window(stack):
 
 
 def test_rest_snapshot_without_logical_date_names_its_partition_from_run_after(stack):
-    created = stack.api("POST", "dags/voucherify_order/dagRuns", json={"logical_date": None})
-    run = stack.wait_for_run("voucherify_order", created["dag_run_id"])
-    assert run["state"] == "success", stack.task_states("voucherify_order", run["dag_run_id"])
+    created = stack.api("POST", "dags/voucherify_points_expiration/dagRuns", json={"logical_date": None})
+    run = stack.wait_for_run("voucherify_points_expiration", created["dag_run_id"])
+    assert run["state"] == "success", stack.task_states("voucherify_points_expiration", run["dag_run_id"])
     stamp = partition_stamp(datetime.fromisoformat(run["run_after"]))
-    manifest = stack.xcom("voucherify_order", run["dag_run_id"], "land")
+    manifest = stack.xcom("voucherify_points_expiration", run["dag_run_id"], "land")
     assert manifest["mode"] == "snapshot" and manifest["window_start"].startswith(run["run_after"][:19])
-    partition = stack.lake / "order" / f"window_start={stamp}"
-    orders = ds.dataset(str(partition), format="parquet").to_table()
-    assert orders.num_rows == manifest["rows"] == stack.emulator.admin(
-        "GET", "ground-truth", params={"object": "order"})["count"] > 0
+    partition = stack.lake / "points_expiration" / f"window_start={stamp}"
+    expirations = ds.dataset(str(partition), format="parquet").to_table()
+    assert expirations.num_rows == manifest["rows"] == stack.emulator.admin(
+        "GET", "ground-truth", params={"object": "points_expiration"})["count"] > 0
