@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from voucherify_provider import catalog
-from voucherify_provider.emulator.dataset import Dataset, field_value, render_value
+from voucherify_provider.emulator.dataset import Dataset, render_row
 
 FIELDS = list(catalog.OBJECTS["redemption"].fields)
 BLOCK_ROWS = 20_000
@@ -29,7 +29,7 @@ def make_redemption_csv(path: Path, rows: int, seed: int = 42) -> Path:
     for i in range(min(rows, BLOCK_ROWS)):
         row = data.row("redemption", i)
         buffer = io.StringIO()
-        cells = [render_value(field_value(row, f), k, "fixed2") for f, k in zip(FIELDS, kinds, strict=True)]
+        cells = render_row(row, FIELDS, kinds, "fixed2")
         csv.writer(buffer).writerow(cells)
         block.append(buffer.getvalue())
     tmp = path.with_suffix(".tmp")

@@ -198,9 +198,13 @@ class Dataset:
             return deleted is None
         return self.created_ms(obj, i) < as_of and (deleted is None or deleted >= as_of)
 
+    def updates(self, obj: str, i: int, as_of: int | None = None) -> list[int]:
+        """The update times of record ``i`` made before ``as_of`` (None: all of them)."""
+        return [t for t in self.history(obj, i)[0] if as_of is None or t < as_of]
+
     def last_change_ms(self, obj: str, i: int, as_of: int | None = None) -> int:
         """When record ``i`` last changed by ``as_of``: its last visible update, else its creation."""
-        updates = [t for t in self.history(obj, i)[0] if as_of is None or t < as_of]
+        updates = self.updates(obj, i, as_of)
         return updates[-1] if updates else self.created_ms(obj, i)
 
     # -- records ------------------------------------------------------------------------------------
@@ -212,7 +216,7 @@ class Dataset:
         created = self.created_ms(obj, i)
         row: dict[str, Any] = getattr(self, f"_{obj}")(i, h, created)
         if obj in HISTORY_OBJECTS:
-            updates = [t for t in self.history(obj, i)[0] if as_of is None or t < as_of]
+            updates = self.updates(obj, i, as_of)
             self._apply_updates(obj, row, h, len(updates))
             row["updated_at"] = updates[-1] if updates else None  # null until the first change
         return row
@@ -392,6 +396,11 @@ def render_value(value: Any, kind: str, money_format: str) -> str:
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def render_row(row: dict[str, Any], fields: list[str], kinds: list[str], money_format: str) -> list[str]:
+    """A record's CSV cells for ``fields`` (of logical types ``kinds``), as Voucherify writes them."""
+    return [render_value(field_value(row, f), k, money_format) for f, k in zip(fields, kinds, strict=True)]
 
 
 def field_value(row: dict[str, Any], key: str) -> Any:

@@ -26,7 +26,7 @@ from voucherify_provider.emulator.dataset import (
     _tag,
     field_value,
     iso_ms,
-    render_value,
+    render_row,
     to_ms,
 )
 from voucherify_provider.emulator.filters import FilterError, compile_filters, parse_time
@@ -336,7 +336,7 @@ class Backend:
         as_of = self.as_of()
         for i in indexes:
             row = self.dataset.row(obj.name, i, as_of)
-            writer.writerow([render_value(field_value(row, f), k, money) for f, k in zip(fields_, kinds, strict=True)])
+            writer.writerow(render_row(row, fields_, kinds, money))
             if buffer.tell() >= CSV_BUFFER:
                 yield buffer.getvalue().encode("utf-8")
                 buffer.seek(0)
@@ -360,9 +360,9 @@ class Backend:
         if placed_by == "last_change":
             lo = None if start_ms is None else start_ms - HISTORY_SPAN_MS
             candidates = self.dataset.index_range(obj.name, lo, end_ms, True, False)
-            indexes: range | list[int] = [i for i in candidates if self.dataset.exists(obj.name, i, as_of)
-                       and (start_ms is None or self.dataset.last_change_ms(obj.name, i, as_of) >= start_ms)
-                       and (end_ms is None or self.dataset.last_change_ms(obj.name, i, as_of) < end_ms)]
+            indexes: range | list[int] = [
+                i for i in candidates if self.dataset.exists(obj.name, i, as_of)
+                and (start_ms or 0) <= self.dataset.last_change_ms(obj.name, i, as_of) < (end_ms or 1 << 62)]
         elif placed_by == "created":
             indexes = self.dataset.index_range(obj.name, start_ms, end_ms, True, False)
             if obj.name in HISTORY_OBJECTS or as_of is not None:  # deleted, or not created yet
@@ -386,8 +386,7 @@ class Backend:
         for i in range(self.dataset.count(obj.name)):
             if self.dataset.exists(obj.name, i, as_of):
                 row = self.dataset.row(obj.name, i, as_of)
-                rows.append([render_value(field_value(row, f), k, "fixed2")
-                             for f, k in zip(fields_, kinds, strict=True)])
+                rows.append(render_row(row, fields_, kinds, "fixed2"))
         return {"object": obj.name, "as_of": at or self.config.data_clock or None, "fields": fields_, "rows": rows}
 
     # -- orders -------------------------------------------------------------------------------------
