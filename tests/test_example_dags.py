@@ -117,6 +117,7 @@ def _task_states(run) -> dict[str, str]:
         return {task_id: str(state) for task_id, state in rows}
 
 
+@pytest.mark.long  # two full change-window runs (~1 min); keeps `make test` under 15 min, CI runs it
 def test_change_dag_merges_and_reconciles_on_mondays(example_dags, emu):
     from deltalake import DeltaTable
 
