@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo demo-cluster bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,18 +26,31 @@ $(SYSTEM_STAMP): tests/ui/package.json tests/ui/package-lock.json | $(PY)
 	@(cd tests/ui && npm ci --no-audit --no-fund --silent) || echo "warning: npm ci in tests/ui failed"
 	touch $@
 
+# The production-shaped stack (make demo-cluster, tests/test_cluster.py) runs Debian's PostgreSQL and Redis.
+CLUSTER_STAMP := .venv/.cluster-deps
+$(CLUSTER_STAMP): | $(PY)
+	@(command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1) && \
+	  command -v redis-server >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql \
+	   redis-server >/dev/null) || echo "warning: could not install postgresql/redis-server with apt-get"
+	touch $@
+
 # Locally the suites marked `long` (chaos and week backfills, fresh-virtualenv installs, the UI/REST trigger stack)
 # are left out to keep `make test` under 15 min from a plain clone;
 # CI runs everything: .ci/run calls `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -m "not long"
 
-test: $(STAMP) $(SYSTEM_STAMP)
+test: $(STAMP) $(SYSTEM_STAMP) $(CLUSTER_STAMP)
 	$(VENV)/bin/ruff check voucherify_provider tests dags demo benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m demo
+
+# The same DAGs on PostgreSQL + CeleryExecutor (2 workers, Redis) + S3 (moto); --keep-running leaves it up.
+demo-cluster: $(STAMP) $(CLUSTER_STAMP)
+	$(PY) -m demo.cluster $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
@@ -47,4 +60,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .demo-cluster

@@ -32,8 +32,8 @@ SQLITE_CONNECT_ARGS = {"timeout": 60}
 class ManagedProcess:
     """A child process in its own process group, logged to a file, stopped with all its children."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.cmd, self.env, self.log_path = cmd, env, log_path
+    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path, cwd: Path | None = None) -> None:
+        self.cmd, self.env, self.log_path, self.cwd = cmd, env, log_path, cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -41,7 +41,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.cwd)
         log.close()
 
     def alive(self) -> bool:
@@ -72,12 +72,19 @@ class ManagedProcess:
             time.sleep(0.2)
 
 
+class ProcessExited(RuntimeError):
+    """A process the caller waits on has exited: waiting longer cannot help."""
+
+
 def wait_until(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
-    """Poll ``check()`` until it returns something truthy; raise naming ``what`` on timeout."""
+    """Poll ``check()`` until it returns something truthy; raise naming ``what`` on timeout. Errors of
+    ``check`` count as not yet, except :class:`ProcessExited`, which ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = check()
+        except ProcessExited:
+            raise
         except Exception:
             value = None
         if value:
@@ -184,9 +191,13 @@ class AirflowStack:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    def _healthy(self) -> bool:
+    def check_alive(self) -> None:
+        """Raise if a process of the stack has exited (so waits fail fast instead of timing out)."""
         if not self.process.alive():
-            raise RuntimeError(f"airflow standalone exited; see {self.process.log_path}")
+            raise ProcessExited(f"airflow standalone exited; see {self.process.log_path}")
+
+    def _healthy(self) -> bool:
+        self.check_alive()
         health = httpx.get(f"http://127.0.0.1:{self.port}/api/v2/monitor/health", timeout=5).json()
         return all(health.get(part, {}).get("status") == "healthy"
                    for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
@@ -199,6 +210,17 @@ class AirflowStack:
             tail = (done.stderr or done.stdout).strip().splitlines()[-8:]
             raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n" + "\n".join(tail))
         return done
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API (``/api/v2/...``) with a token, as the UI does; return the JSON body, raising
+        with the response's text on errors."""
+        base = f"http://127.0.0.1:{self.port}"
+        token = httpx.get(f"{base}/auth/token", timeout=30).json()["access_token"]
+        response = httpx.request(method, f"{base}/api/v2/{path}", timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:1000]}")
+        return response.json() if response.content else None
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read the metadata database (SQLite) directly."""
@@ -216,8 +238,7 @@ class AirflowStack:
         marks = ",".join("?" * len(ids))
 
         def completed() -> bool:
-            if not self.process.alive():
-                raise RuntimeError(f"airflow standalone exited; see {self.process.log_path}")
+            self.check_alive()
             return not self.query(f"SELECT id FROM backfill WHERE completed_at IS NULL AND id IN ({marks})", ids)
 
         wait_until(completed, timeout, f"backfills {ids} to complete", interval=2)

@@ -10,8 +10,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from demo.stack import AirflowStack, EmulatorProcess, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,18 +33,12 @@ class RunningStack:
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the REST API (``/api/v2/...``) with a token; return the JSON body, raising on errors."""
-        token = httpx.get(f"{self.base_url}/auth/token", timeout=30).json()["access_token"]
-        response = httpx.request(method, f"{self.base_url}/api/v2/{path}", timeout=60,
-                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
-        if response.status_code >= 400:
-            raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:1000]}")
-        return response.json() if response.content else None
+        return self.airflow.api(method, path, **kwargs)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict[str, Any]:
         """Wait until a DAG run finishes; return it (fails fast if the stack dies)."""
         def finished() -> dict[str, Any] | None:
-            if not self.airflow.process.alive():
-                raise RuntimeError(f"airflow standalone exited; see {self.airflow.process.log_path}")
+            self.airflow.check_alive()
             run = self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}")
             return run if run["state"] in ("success", "failed") else None
 

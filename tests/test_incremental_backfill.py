@@ -14,13 +14,13 @@ import pyarrow.dataset as ds
 import pytest
 
 from demo.stack import AirflowStack, EmulatorProcess
+from tests.warehouse_checks import STATE_FIELDS as FIELDS
+from tests.warehouse_checks import current, state_rows, truth_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECTS = ("order", "customer")
-FIELDS = {"order": ["id", "created_at", "updated_at", "status", "amount"],
-          "customer": ["id", "created_at", "updated_at", "loyalty_points", "address_city"]}
 FIRST = date(2024, 1, 1)
 
 
@@ -37,35 +37,6 @@ def partitions(warehouse: Path, obj: str, window_days: list[str]) -> dict[str, p
         assert manifest["mode"] == "changes"
         out[day] = ds.dataset([str(folder / f["path"]) for f in manifest["files"]]).to_table()
     return out
-
-
-def state_rows(table: pa.Table, fields: list[str]) -> list[tuple[str, ...]]:
-    """Live rows of a current-state table rendered like the emulator's CSV (DuckDB does the rendering)."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.register("state", table)
-    rendered = []
-    for f in fields:
-        kind = table.schema.field(f).type
-        if pa.types.is_timestamp(kind):
-            rendered.append(f"coalesce(strftime({f} at time zone 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ'), '')")
-        elif pa.types.is_decimal(kind):
-            rendered.append(f"printf('%.2f', {f})")
-        else:
-            rendered.append(f"coalesce(cast({f} as varchar), '')")
-    return sorted(con.execute(f"select {', '.join(rendered)} from state where not _deleted").fetchall())
-
-
-def truth_rows(emulator: EmulatorProcess, obj: str) -> list[tuple[str, ...]]:
-    body = emulator.admin("GET", "state", params={"object": obj, "fields": ",".join(FIELDS[obj])})
-    return sorted(tuple(row) for row in body["rows"])
-
-
-def current(warehouse: Path, obj: str) -> pa.Table:
-    from deltalake import DeltaTable
-
-    return DeltaTable(str(warehouse / "current" / obj)).to_pyarrow_table()
 
 
 def test_three_weeks_of_change_windows_land_each_change_once_and_keep_the_current_state(tmp_path):
@@ -98,7 +69,7 @@ def test_three_weeks_of_change_windows_land_each_change_once_and_keep_the_curren
                                     for i, u in zip(t.column("id").to_pylist(), t.column("updated_at").to_pylist(),
                                                     strict=True))
             assert max(versions[obj].values()) == 1  # no version of a record in two windows
-            assert state_rows(current(warehouse, obj), FIELDS[obj]) == truth_rows(emulator, obj), obj
+            assert state_rows(current(warehouse, obj), FIELDS[obj]) == truth_rows(emulator, obj, FIELDS[obj]), obj
         boundary = [u for c in versions.values() for (_, u) in c if u is not None and u.hour == u.minute == 0
                     and u.second == 0 and u.microsecond == 0]
         assert boundary, "some records were updated exactly on a window boundary"
@@ -113,11 +84,11 @@ def test_three_weeks_of_change_windows_land_each_change_once_and_keep_the_curren
         assert Counter(s[2] for s in states) == Counter({"success": len(OBJECTS) * 7}), states
         for obj in OBJECTS:
             table = current(warehouse, obj)
-            assert state_rows(table, FIELDS[obj]) == truth_rows(emulator, obj), obj
-            alive = {r[0] for r in truth_rows(emulator, obj)}
+            assert state_rows(table, FIELDS[obj]) == truth_rows(emulator, obj, FIELDS[obj]), obj
+            alive = {r[0] for r in truth_rows(emulator, obj, FIELDS[obj])}
             deleted = table.filter(pa.compute.field("_deleted"))
             assert sorted(deleted.column("id").to_pylist()) == sorted(before[obj] - alive), obj
-        assert any(before[obj] - {r[0] for r in truth_rows(emulator, obj)} for obj in OBJECTS), \
+        assert any(before[obj] - {r[0] for r in truth_rows(emulator, obj, FIELDS[obj])} for obj in OBJECTS), \
             "the emulator deleted some landed records in week 3"
 
         # Re-running any window, in any order, changes nothing in the current state.
@@ -150,6 +121,6 @@ def spark_check(warehouse: Path, emulator: EmulatorProcess) -> None:
             files = DeltaTable(str(warehouse / "current" / obj)).file_uris()
             frame = spark.read.parquet(*files).where("not _deleted")
             ids = sorted(r["id"] for r in frame.select("id").collect())
-            assert ids == sorted(r[0] for r in truth_rows(emulator, obj)), obj
+            assert ids == sorted(r[0] for r in truth_rows(emulator, obj, FIELDS[obj])), obj
     finally:
         spark.stop()

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from datetime import datetime, timezone
-from pathlib import Path
 
-import httpx
 import pyarrow.dataset as ds
 import pytest
 
+from demo.services import S3Server
 from tests.helpers import wait_done
-from voucherify_provider.emulator.server import free_port
 from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
@@ -23,37 +18,20 @@ CTX = {"data_interval_start": datetime(2024, 1, 2, tzinfo=UTC), "data_interval_e
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(endpoint)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        import boto3
+def s3_server(tmp_path_factory):
+    with S3Server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket="lake")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+
+@pytest.fixture(scope="module")
+def s3_endpoint(s3_server):
+    return s3_server.endpoint
 
 
 @pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    import s3fs
-
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}))
-    return s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3_endpoint, use_listings_cache=False)
+def s3(s3_server, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_LAKE", s3_server.connection())
+    return s3_server.filesystem()
 
 
 def test_lands_on_s3_and_reruns_replace(emu, hook, s3):

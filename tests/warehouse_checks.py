@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 ID_FIELD = {"publication": "code"}
@@ -25,22 +26,71 @@ def landed(warehouse: Path, obj: str) -> dict[str, list[str]]:
     return out
 
 
-def assert_matches_ground_truth(emulator: Any, warehouse: Path, obj: str, days: list[str], end: str) -> int:
-    """Every day's partition equals the emulator's records created that day; where the id is a unique key
-    (not publications' voucher code, which repeats), no id is in two windows. Returns the rows checked."""
+def assert_matches_ground_truth(emulator: Any, warehouse: Path, obj: str, days: list[str], end: str,
+                                placed_by: str = "created") -> int:
+    """Every day's partition equals the emulator's records created that day (``placed_by="last_change"``:
+    last changed that day, as change windows land them); where the id is a unique key (not publications'
+    voucher code, which repeats), no id is in two windows. Returns the rows checked."""
     partitions = landed(warehouse, obj)
     assert sorted(partitions) == [f"window_start={d.replace('-', '')}T000000Z" for d in days]
     all_ids: list[str] = []
     for index, day in enumerate(days):
         until = days[index + 1] if index + 1 < len(days) else end
         truth = emulator.admin("GET", "ground-truth", params={
-            "object": obj, "start": f"{day}T00:00:00Z", "end": f"{until}T00:00:00Z", "ids": "true"})
+            "object": obj, "start": f"{day}T00:00:00Z", "end": f"{until}T00:00:00Z", "ids": "true",
+            "placed_by": placed_by})
         ids = partitions[f"window_start={day.replace('-', '')}T000000Z"]
         assert ids == sorted(truth["ids"]), (obj, day)
         all_ids.extend(ids)
     if ID_FIELD.get(obj, "id") == "id":
         assert len(all_ids) == len(set(all_ids)), obj  # no record landed twice
     return len(all_ids)
+
+
+def assert_snapshots_match(emulator: Any, warehouse: Path, obj: str) -> int:
+    """Every snapshot partition holds exactly the records that exist (at the emulator's data clock).
+    Returns the number of partitions."""
+    truth = sorted(emulator.admin("GET", "ground-truth", params={"object": obj, "ids": "true"})["ids"])
+    partitions = landed(warehouse, obj)
+    for name, ids in partitions.items():
+        assert ids == truth, (obj, name)
+    return len(partitions)
+
+
+# Fields compared between a current-state table and the emulator's state.
+STATE_FIELDS = {"order": ["id", "created_at", "updated_at", "status", "amount"],
+                "customer": ["id", "created_at", "updated_at", "loyalty_points", "address_city"]}
+
+
+def current(warehouse: Path, obj: str) -> pa.Table:
+    """The current-state (Delta) table of an object."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(warehouse / "current" / obj)).to_pyarrow_table()
+
+
+def state_rows(table: pa.Table, fields: list[str]) -> list[tuple[str, ...]]:
+    """Live rows of a current-state table rendered like the emulator's CSV (DuckDB does the rendering)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("state", table)
+    rendered = []
+    for f in fields:
+        kind = table.schema.field(f).type
+        if pa.types.is_timestamp(kind):
+            rendered.append(f"coalesce(strftime({f} at time zone 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ'), '')")
+        elif pa.types.is_decimal(kind):
+            rendered.append(f"printf('%.2f', {f})")
+        else:
+            rendered.append(f"coalesce(cast({f} as varchar), '')")
+    return sorted(con.execute(f"select {', '.join(rendered)} from state where not _deleted").fetchall())
+
+
+def truth_rows(emulator: Any, obj: str, fields: list[str]) -> list[tuple[str, ...]]:
+    """The emulator's current state of an object (at its data clock), rendered as in its CSV."""
+    body = emulator.admin("GET", "state", params={"object": obj, "fields": ",".join(fields)})
+    return sorted(tuple(row) for row in body["rows"])
 
 
 def secrets_found(roots: list[Path], secrets: list[str]) -> list[tuple[str, str]]:
