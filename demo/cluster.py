@@ -45,12 +45,13 @@ class Cluster:
         count = (self.today - self.first_day).days - 1
         return [(self.first_day + timedelta(days=k)).date().isoformat() for k in range(count)]
 
-    def backfill(self, dag_id: str) -> int:
-        """Create the backfill through the REST API, as the UI's Backfill dialog does; return its id."""
-        last = self.first_day + timedelta(days=len(self.backfill_days) - 1)
+    def backfill(self, dag_id: str, days: list[str] | None = None, reprocess: str = "none") -> int:
+        """Create a backfill of ``days`` (default: all backfill days) through the REST API, as the UI's
+        Backfill dialog does; ``reprocess``: none, failed or completed. Returns its id."""
+        days = days or self.backfill_days
         created = self.airflow.api("POST", "backfills", json={
-            "dag_id": dag_id, "from_date": self.first_day.isoformat(), "to_date": last.isoformat(),
-            "run_backwards": False, "dag_run_conf": {}, "reprocess_behavior": "none", "max_active_runs": 4})
+            "dag_id": dag_id, "from_date": f"{days[0]}T00:00:00Z", "to_date": f"{days[-1]}T00:00:00Z",
+            "run_backwards": False, "dag_run_conf": {}, "reprocess_behavior": reprocess, "max_active_runs": 4})
         return int(created["id"])
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:

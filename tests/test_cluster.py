@@ -12,6 +12,7 @@ try may create two exports, nothing staged may stay visible, and no secret may r
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -53,25 +54,41 @@ SCRIPTED_FAULTS = [{"route": "create_export", "export_error": True},
 
 
 @dataclass(frozen=True)
-class Landing:
-    """A landing task try in flight on a worker."""
+class InFlight:
+    """A task try in flight on a worker."""
 
     dag_id: str
     run_id: str
+    task_id: str
     map_index: int
     try_number: int
     worker: str
 
+    def final_try(self, airflow: CeleryAirflowStack) -> tuple[int, str]:
+        """(try number, state) of this task instance now."""
+        return airflow.query("SELECT try_number, state FROM task_instance WHERE dag_id = ? AND run_id = ? "
+                             "AND task_id = ? AND map_index = ?",
+                             [self.dag_id, self.run_id, self.task_id, self.map_index])[0]
 
-def landing_in_flight(airflow: CeleryAirflowStack) -> Landing | None:
-    """A ``land`` task running for a few seconds already (its download stalls), and the worker running it."""
+    def workers_of_try(self, airflow_home: Path, try_number: int) -> list[str]:
+        """The workers whose own log folder holds this try's task log."""
+        return sorted(worker.name for worker in airflow_home.glob("worker*")
+                      if any(self.run_id in log.parts and f"task_id={self.task_id}" in log.parts
+                             and f"dag_id={self.dag_id}" in log.parts
+                             for log in (worker / "logs").rglob(f"attempt={try_number}.log")))
+
+
+def task_in_flight(airflow: CeleryAirflowStack, task_id: str, dag_id: str | None = None) -> InFlight | None:
+    """A try of ``task_id`` running for a few seconds already (stalled in its download or its export wait),
+    and the worker running it."""
     rows = airflow.query("SELECT dag_id, run_id, map_index, try_number, pid, start_date FROM task_instance "
-                         "WHERE task_id = 'land' AND state = 'running' AND pid IS NOT NULL")
-    for dag_id, run_id, map_index, try_number, pid, start_date in rows:
-        if start_date and datetime.now(UTC) - start_date > timedelta(seconds=5):
-            worker = airflow.worker_running(int(pid))
-            if worker:
-                return Landing(dag_id, run_id, map_index, try_number, worker)
+                         "WHERE task_id = ? AND state = 'running' AND pid IS NOT NULL", [task_id])
+    for dag, run_id, map_index, try_number, pid, start_date in rows:
+        if dag_id not in (None, dag) or not start_date or datetime.now(UTC) - start_date < timedelta(seconds=4):
+            continue
+        worker = airflow.worker_running(int(pid))
+        if worker:
+            return InFlight(dag, run_id, task_id, map_index, try_number, worker)
     return None
 
 
@@ -109,32 +126,55 @@ def tries_by_key(airflow: CeleryAirflowStack) -> dict[tuple[str, str | None], in
     return tries
 
 
-def run_the_scenario(cluster: Cluster, workdir: Path) -> dict[str, Any]:
-    """Start Airflow, backfill and trigger while it runs, kill a worker mid-landing; return what happened."""
+def run_the_scenario(cluster: Cluster) -> dict[str, Any]:
+    """Start Airflow, backfill and trigger while it runs, kill the worker of a landing in flight."""
     emulator, airflow = cluster.emulator, cluster.airflow
     emulator.admin("PATCH", "config", json=RANDOM_FAULTS)
     emulator.admin("POST", "faults", json=SCRIPTED_FAULTS)
     with airflow:
         backfills = [cluster.backfill(dag_id) for dag_id in DAG_IDS]
-        victim = wait_until(lambda: landing_in_flight(airflow), 900, "a landing in flight on a worker", interval=1)
-        airflow.kill_worker(victim.worker)
+        landing = wait_until(lambda: task_in_flight(airflow, "land"), 900, "a landing in flight", interval=1)
+        airflow.kill_worker(landing.worker)
         manual = [cluster.trigger(f"voucherify_{obj}") for obj in (WINDOWED, CHANGES)]
         runs = cluster.wait_until_idle(DAG_IDS, backfills, timeout=2400)
-        killed_try = airflow.query("SELECT try_number, state FROM task_instance WHERE dag_id = ? AND run_id = ? "
-                                   "AND task_id = 'land' AND map_index = ?",
-                                   [victim.dag_id, victim.run_id, victim.map_index])[0]
-        tries = tries_by_key(airflow)
         backfill_runs = airflow.query("SELECT count(*) FROM backfill_dag_run WHERE backfill_id IN (?, ?, ?) "
                                       "AND dag_run_id IS NOT NULL", backfills)[0][0]
-    seen = emulator.admin("GET", "requests")
-    return {"runs": runs, "victim": victim, "killed_try": killed_try, "tries": tries, "manual": manual,
-            "backfill_runs": backfill_runs, "exports": exports_created(emulator), "faults": seen["faults_injected"],
-            "tokens": emulator.admin("GET", "secrets")["download_tokens"],
-            "bucket": cluster.s3.mirror("", workdir / "bucket"),
-            "metadata_dump": cluster.postgres.dump(workdir / "metadata.sql")}
+        return {"runs": runs, "manual": manual, "backfill_runs": backfill_runs, "landing": landing,
+                "landing_final": landing.final_try(airflow), "tries": tries_by_key(airflow),
+                "exports": exports_created(emulator), "faults": emulator.admin("GET", "requests")["faults_injected"]}
 
 
-def test_celery_cluster_on_postgres_lands_exactly_through_faults_and_a_lost_worker(tmp_path):
+def roll_out_waits_in_workers(cluster: Cluster, days: list[str]) -> dict[str, Any]:
+    """A configuration roll-out: the stack restarted with export waits polling inside the workers
+    (VOUCHERIFY_DEFERRABLE=false) and slow exports; ``days`` of redemptions reprocessed through the REST API;
+    the worker polling one export is SIGKILLed, so its retry runs on the other worker."""
+    emulator, airflow = cluster.emulator, cluster.airflow
+    before = {e["id"] for e in exports_created(emulator)}
+    airflow.env["VOUCHERIFY_DEFERRABLE"] = "false"
+    emulator.admin("PATCH", "config", json={"in_progress_seconds": 25})
+    with airflow:
+        backfill = cluster.backfill(f"voucherify_{WINDOWED}", days, reprocess="completed")
+        export = wait_until(lambda: task_in_flight(airflow, "export", f"voucherify_{WINDOWED}"), 600,
+                            "an export wait in flight", interval=1)
+        airflow.kill_worker(export.worker)
+        runs = cluster.wait_until_idle([f"voucherify_{WINDOWED}"], [backfill], timeout=1200)
+        result = {"runs": runs, "export": export, "export_final": export.final_try(airflow),
+                  "created": [e for e in exports_created(emulator) if e["id"] not in before]}
+    emulator.admin("PATCH", "config", json={"in_progress_seconds": 2})
+    return result
+
+
+def wait_past_midnight(margin: timedelta = timedelta(minutes=12)) -> None:
+    """The scenario is built around today's date (the scheduled run lands yesterday): never start it so
+    close to midnight UTC that the scheduler's next run would fall inside it."""
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if midnight - now < margin:
+        time.sleep((midnight - now).total_seconds() + 5)
+
+
+def test_celery_cluster_on_postgres_lands_exactly_through_faults_and_lost_workers(tmp_path):
+    wait_past_midnight()
     with ExitStack() as stack:
         try:
             cluster = stack.enter_context(cluster_services(
@@ -142,15 +182,19 @@ def test_celery_cluster_on_postgres_lands_exactly_through_faults_and_a_lost_work
                 env={"VOUCHERIFY_RETRIES": "5", "VOUCHERIFY_MAX_ACTIVE_RUNS": "3"}))
         except MissingService as err:
             pytest.skip(f"{err} (the production-shaped stack needs it; make installs it where apt-get works)")
-        result = run_the_scenario(cluster, tmp_path)
-        warehouse = result["bucket"] / WAREHOUSE_PREFIX
+        result = run_the_scenario(cluster)
         days = [*cluster.backfill_days, (cluster.today - timedelta(days=1)).date().isoformat()]
-        end = cluster.today.date().isoformat()
+        rollout = roll_out_waits_in_workers(cluster, days[2:4])
+        bucket = cluster.s3.mirror("", tmp_path / "bucket")
+        warehouse, end = bucket / WAREHOUSE_PREFIX, cluster.today.date().isoformat()
         rows = assert_matches_ground_truth(cluster.emulator, warehouse, WINDOWED, days, end)
         rows += assert_matches_ground_truth(cluster.emulator, warehouse, CHANGES, days, end, placed_by="last_change")
         snapshots = assert_snapshots_match(cluster.emulator, warehouse, SNAPSHOT)
         fields = STATE_FIELDS[CHANGES]
         assert state_rows(current(warehouse, CHANGES), fields) == truth_rows(cluster.emulator, CHANGES, fields)
+        tokens = cluster.emulator.admin("GET", "secrets")["download_tokens"]
+        metadata_dump = cluster.postgres.dump(tmp_path / "metadata.sql")
+    home = tmp_path / "airflow"
 
     # Every run succeeded: the REST backfills, the scheduled runs and the UI-style manual runs.
     runs = result["runs"]
@@ -160,9 +204,12 @@ def test_celery_cluster_on_postgres_lands_exactly_through_faults_and_a_lost_work
     assert result["backfill_runs"] == DAYS * len(OBJECTS)
     assert snapshots == DAYS + 1 and rows > 0
 
-    # The landing whose worker was killed was retried (on the other worker) and succeeded.
-    try_number, state = result["killed_try"]
-    assert state == "success" and try_number > result["victim"].try_number, result["killed_try"]
+    # The landing whose worker was killed mid-download was retried on the other worker and succeeded.
+    landing = result["landing"]
+    try_number, state = result["landing_final"]
+    assert state == "success" and try_number > landing.try_number, result["landing_final"]
+    assert landing.workers_of_try(home, landing.try_number) == [landing.worker]
+    assert landing.workers_of_try(home, try_number) not in ([], [landing.worker])
 
     # The faults really happened.
     faults = result["faults"]
@@ -178,19 +225,27 @@ def test_celery_cluster_on_postgres_lands_exactly_through_faults_and_a_lost_work
     errored = [export_key(e) for e in result["exports"] if e["status"] == "ERROR"]
     assert len(errored) == 1 and created[errored[0]] >= 2, errored
 
-    # Nothing staged, no lock left anywhere in the bucket; both workers ran tasks; task logs are in S3.
-    bucket_files = files_under([result["bucket"]])
+    # After the roll-out: the export task killed while polling was retried on the other worker, which
+    # reconnected to the export the killed try had made (task state lives in the metadata database): each
+    # reprocessed window has exactly one new export.
+    export = rollout["export"]
+    assert Counter(r[3] for r in rollout["runs"]) == Counter({"success": len(rollout["runs"])}), rollout["runs"]
+    try_number, state = rollout["export_final"]
+    assert state == "success" and try_number > export.try_number, rollout["export_final"]
+    assert export.workers_of_try(home, try_number) not in ([], [export.worker])
+    assert sorted(Counter(export_key(e)[1] for e in rollout["created"]).values()) == [1, 1], rollout["created"]
+
+    # Nothing staged, no lock left anywhere in the bucket; task logs are in S3 as well.
+    bucket_files = files_under([bucket])
     leftovers = [p for p in bucket_files if p.name.startswith(".tmp-") or p.name.endswith((".staged", ".lock"))]
     assert leftovers == []
-    for worker in ("worker1", "worker2"):
-        assert list((tmp_path / "airflow" / worker / "logs").rglob("*.log")), f"{worker} ran no task"
     assert any("airflow-logs" in p.parts for p in bucket_files)
 
     # No secret in any log (every component, both workers, S3 task logs), the metadata database (XComs,
     # rendered fields, trigger arguments, task state), the Parquet files or manifests.
-    roots = [tmp_path / "airflow", result["bucket"], result["metadata_dump"]]
-    assert len(result["tokens"]) >= DAYS * len(OBJECTS)
-    assert secrets_found(roots, [APP_TOKEN, *result["tokens"]]) == []
-    print("\ncluster:", json.dumps({"runs": len(runs), "rows_checked": rows, "faults": faults,
-                                    "exports": len(result["exports"]), "killed": result["victim"].worker,
-                                    "files_scanned": len(files_under(roots))}))
+    roots = [home, bucket, metadata_dump]
+    assert len(tokens) >= DAYS * len(OBJECTS)
+    assert secrets_found(roots, [APP_TOKEN, *tokens]) == []
+    report = {"runs": len(runs), "rows_checked": rows, "faults": faults, "killed": [landing.worker, export.worker],
+              "exports": len(result["exports"]) + len(rollout["created"]), "files_scanned": len(files_under(roots))}
+    print("\ncluster:", json.dumps(report))

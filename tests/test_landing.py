@@ -305,3 +305,17 @@ def test_a_retry_sweeps_what_its_killed_try_left_staged(tmp_path):
     assert sorted(p.name for p in partition.iterdir() if not p.name.startswith(".")) == [MANIFEST, "part-z-0.parquet"]
     other.commit({"run": "y"})  # the concurrent run still commits whole, and wins as the last one
     assert sorted(p.name for p in partition.iterdir()) == [MANIFEST, "part-y.parquet"]
+
+
+def test_a_commit_removes_its_own_abandoned_staging_but_not_another_runs(tmp_path):
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    partition = ObjectStoragePath(str(tmp_path))
+    abandoned = PartitionWriter(partition, schema, metadata={}, owner="ti-1").part("part-a.parquet")
+    abandoned.write(pa.RecordBatch.from_pylist([{"id": "a"}], schema=schema))
+    abandoned.close()  # staged and left (e.g. an attempt whose clean-up could not see the file)
+    other = PartitionWriter(partition, schema, metadata={}, owner="ti-2").part("part-b.parquet")
+    other.write(pa.RecordBatch.from_pylist([{"id": "b"}], schema=schema))
+    other.close()
+    _land(partition, schema, "z", 1, 2, owner="ti-1")
+    assert sorted(p.name[:10] if p.name.startswith(".") else p.name for p in partition.iterdir()) == [
+        ".tmp-ti-2-", MANIFEST, "part-z-0.parquet"]

@@ -60,6 +60,28 @@ def test_lands_on_s3_and_reruns_replace(emu, hook, s3):
     assert hashlib.sha256(body).hexdigest() == second["files"][0]["sha256"]
 
 
+def test_a_broken_download_leaves_nothing_staged_on_s3(emu, hook, s3):
+    """A re-run of a landed window whose download breaks off half-way: the part is fetched again and the
+    abandoned staged file (written by the native S3 client, so unseen by s3fs's cached listing of the
+    partition) is deleted, not left visible beside the data."""
+    export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="redemption",
+                                               voucherify_conn_id="voucherify_test").execute(dict(CTX))
+    wait_done(hook, export_id)
+
+    def land() -> dict:
+        return VoucherifyDownloadToWarehouseOperator(
+            task_id="l", export_id=export_id, destination="s3://lake/broken", destination_conn_id="aws_lake",
+            exported_object="redemption", voucherify_conn_id="voucherify_test").execute(dict(CTX))
+
+    land()
+    emu.admin("POST", "faults", json=[{"route": "download_export", "truncate": True, "count": 2}])
+    landed = land()
+    assert emu.admin("GET", "requests")["faults_injected"].get("scripted:truncate") == 2
+    partition = "lake/broken/redemption/window_start=20240102T000000Z"
+    names = sorted(p.rsplit("/", 1)[-1] for p in s3.ls(partition, refresh=True))
+    assert names == sorted(["_manifest.json", *[f["path"] for f in landed["files"]]])
+
+
 def test_commit_lock_is_exclusive_on_s3(s3):
     from airflow.sdk import ObjectStoragePath
 

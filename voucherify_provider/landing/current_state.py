@@ -29,7 +29,7 @@ from airflow.sdk import ObjectStoragePath
 from voucherify_provider.catalog import ExportedObject
 from voucherify_provider.hooks._endpoints import iso_utc
 from voucherify_provider.landing.paths import is_local, path_url
-from voucherify_provider.landing.sink import open_untracked, s3_settings
+from voucherify_provider.landing.sink import forget_listing, open_untracked, s3_settings
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def _manifest(partition: ObjectStoragePath) -> dict[str, Any]:
 
 
 def _exists(table: ObjectStoragePath) -> bool:
+    forget_listing(table)  # delta-rs writes natively: fsspec's cached listing never sees its log
     return (table / "_delta_log").exists()
 
 

@@ -76,6 +76,20 @@ class HashedOutput:
             log.debug("closing an abandoned file failed", exc_info=True)
 
 
+def forget_listing(folder: ObjectStoragePath) -> None:
+    """Drop fsspec's cached listing of ``folder``: files written by pyarrow's native S3 client never reach
+    that cache, so a listing or an ``exists()`` served from it would miss them."""
+    invalidate = getattr(folder.fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(folder.path)
+
+
+def remove_file(path: ObjectStoragePath) -> None:
+    """Delete a file if it is there, whatever a cached listing says."""
+    forget_listing(path.parent)
+    path.unlink(missing_ok=True)
+
+
 def open_untracked(path: ObjectStoragePath, mode: str) -> Any:
     """Open through the path's fsspec filesystem, without ObjectStoragePath's lineage wrapper.
 

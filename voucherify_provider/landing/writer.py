@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.landing.encoder import BackgroundEncoder
-from voucherify_provider.landing.sink import HashedOutput, open_untracked
+from voucherify_provider.landing.sink import HashedOutput, forget_listing, open_untracked, remove_file
 
 MANIFEST = "_manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -115,9 +115,8 @@ class PartWriter:
             self._writer.close()
         except Exception:  # the file is being dropped; a failing footer write changes nothing
             pass
-        self._output.discard()
-        if self.temp.exists():
-            self.temp.unlink()
+        self._output.discard()  # on S3 this completes the upload: the object exists until removed
+        remove_file(self.temp)
 
 
 def staged_path(partition: ObjectStoragePath, owner: str, name: str) -> ObjectStoragePath:
@@ -207,8 +206,9 @@ class PartitionWriter:
         for child in _children(self.partition):
             if child.name in keep:
                 continue
-            if child.name.startswith(TMP_PREFIX):
-                # Another run's staging is its own business, unless that run died long ago.
+            if child.name.startswith(TMP_PREFIX) and not child.name.startswith(f"{TMP_PREFIX}{self.owner}-"):
+                # Another run's staging is its own business, unless that run died long ago. Ours, not
+                # committed above, is what an abandoned attempt or a killed earlier try left.
                 if now - _mtime(child, now) < STALE_STAGING_SECONDS:
                     continue
             child.unlink(missing_ok=True)
@@ -217,13 +217,14 @@ class PartitionWriter:
         """Remove this run's files: staged ones, and those a failed commit already moved into place (their
         names are this run's own), so the previous manifest stays valid and whole."""
         for entry in [*self.entries, *self.extra_files]:
-            (self.partition / entry.staged).unlink(missing_ok=True)
+            remove_file(self.partition / entry.staged)
             if not self.committed:
-                (self.partition / entry.path).unlink(missing_ok=True)
+                remove_file(self.partition / entry.path)
 
 
 def _children(folder: ObjectStoragePath) -> list[ObjectStoragePath]:
     """A folder's entries; none when it does not exist (object stores have no empty folders)."""
+    forget_listing(folder)
     try:
         return list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
