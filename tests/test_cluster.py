@@ -72,10 +72,10 @@ class InFlight:
 
     def workers_of_try(self, airflow_home: Path, try_number: int) -> list[str]:
         """The workers whose own log folder holds this try's task log."""
+        wanted = {f"dag_id={self.dag_id}", f"run_id={self.run_id}", f"task_id={self.task_id}",
+                  *([f"map_index={self.map_index}"] if self.map_index >= 0 else [])}
         return sorted(worker.name for worker in airflow_home.glob("worker*")
-                      if any(self.run_id in log.parts and f"task_id={self.task_id}" in log.parts
-                             and f"dag_id={self.dag_id}" in log.parts
-                             for log in (worker / "logs").rglob(f"attempt={try_number}.log")))
+                      if any(wanted <= set(log.parts) for log in (worker / "logs").rglob(f"attempt={try_number}.log")))
 
 
 def task_in_flight(airflow: CeleryAirflowStack, task_id: str, dag_id: str | None = None) -> InFlight | None:
