@@ -52,6 +52,7 @@ class CeleryAirflowStack(AirflowStack):
         self.worker_names = [f"worker{n}" for n in range(1, workers + 1)]
         self.components: dict[str, ManagedProcess] = {}
         self.killed: set[str] = set()
+        self._log_start: dict[str, int] = {}
 
     def _component(self, name: str) -> ManagedProcess:
         if name in self.worker_names:
@@ -71,6 +72,8 @@ class CeleryAirflowStack(AirflowStack):
         try:
             for name in [*SERVER_COMPONENTS, *self.worker_names]:
                 self.components[name] = self._component(name)
+                log = self.components[name].log_path
+                self._log_start[name] = log.stat().st_size if log.exists() else 0  # a restart appends
                 self.components[name].start()
             wait_until(self._healthy, 240, "the Airflow components to become healthy", interval=1)
             for name in self.worker_names:
@@ -81,7 +84,9 @@ class CeleryAirflowStack(AirflowStack):
 
     def _worker_ready(self, name: str) -> bool:
         self.check_alive()
-        return " ready." in self.components[name].log_path.read_text(errors="replace")
+        with self.components[name].log_path.open("rb") as log:
+            log.seek(self._log_start[name])
+            return b" ready." in log.read()
 
     def stop(self) -> None:
         """Stop the workers first (their tasks report back), then the server components."""

@@ -17,7 +17,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from demo.celery_stack import CeleryAirflowStack
 from demo.services import PostgresServer, RedisServer, S3Server
@@ -54,10 +53,13 @@ class Cluster:
             "run_backwards": False, "dag_run_conf": {}, "reprocess_behavior": reprocess, "max_active_runs": 4})
         return int(created["id"])
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        """Trigger a run as the UI's Trigger button does (Single Run: logical date now, interval inferred)."""
+    def trigger(self, dag_id: str) -> str:
+        """Trigger a run as the UI's Trigger dialog does with its defaults (Single Run: the params' default
+        values as conf, logical date now, the data interval inferred); return the run id."""
+        params = self.airflow.api("GET", f"dags/{dag_id}/details").get("params") or {}
+        conf = {name: param.get("value") if isinstance(param, dict) else param for name, param in params.items()}
         run = self.airflow.api("POST", f"dags/{dag_id}/dagRuns", json={
-            "conf": conf or {}, "logical_date": datetime.now(UTC).isoformat(), "data_interval_start": None,
+            "conf": conf, "logical_date": datetime.now(UTC).isoformat(), "data_interval_start": None,
             "data_interval_end": None, "note": None, "dag_run_id": None})
         return str(run["dag_run_id"])
 
