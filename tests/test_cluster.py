@@ -114,11 +114,11 @@ def export_key(export: dict[str, Any]) -> tuple[str, str | None]:
 def tries_by_key(airflow: CeleryAirflowStack) -> dict[tuple[str, str | None], int]:
     """Task tries that may create an export, keyed like :func:`export_key`."""
     rows = airflow.query(
-        "SELECT ti.dag_id, ti.task_id, ti.try_number, dr.data_interval_end, dr.run_after FROM task_instance ti "
+        "SELECT ti.dag_id, ti.task_id, ti.try_number, dr.data_interval_end FROM task_instance ti "
         "JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
         "WHERE ti.task_id IN ('export', 'export_ids')")
     tries: dict[tuple[str, str | None], int] = defaultdict(int)
-    for dag_id, task_id, try_number, interval_end, _ in rows:
+    for dag_id, task_id, try_number, interval_end in rows:
         obj = dag_id.removeprefix("voucherify_")
         windowed = task_id == "export" and obj != SNAPSHOT
         end = interval_end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z") if windowed else None
