@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -50,6 +51,12 @@ class PostgresServer:
         # PostgreSQL refuses to run as root: as root, the cluster belongs to Debian's `postgres` user, in a
         # folder of its own (pytest's tmp folders are private to root).
         self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.run_as:
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                raise MissingService("PostgreSQL cannot run as root and there is no 'postgres' user: "
+                                     "apt-get install -y postgresql creates it") from None
         self.root = Path(tempfile.mkdtemp(prefix="vcf-postgres-"))
         self.data = self.root / "data"
 
