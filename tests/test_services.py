@@ -3,18 +3,29 @@ and leave nothing behind: a quick check that runs in every local ``make test``."
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
 import pytest
 
 from demo.services import MissingService, PostgresServer, RedisServer, S3Server
+
+T = TypeVar("T")
+
+
+def installed(service: Callable[[Path], T], workdir: Path) -> T:
+    """The service, or a skip naming the Debian package when the machine lacks it."""
+    try:
+        return service(workdir)
+    except MissingService as err:
+        pytest.skip(str(err))
 
 
 def test_postgres_serves_a_database_dumps_it_and_cleans_up(tmp_path):
     import psycopg2
 
-    try:
-        server = PostgresServer(tmp_path)
-    except MissingService as err:
-        pytest.skip(str(err))
+    server = installed(PostgresServer, tmp_path)
     with server:
         dsn = server.url.replace("postgresql+psycopg2://", "postgresql://")
         with psycopg2.connect(dsn) as con, con.cursor() as cur:
@@ -31,10 +42,7 @@ def test_postgres_serves_a_database_dumps_it_and_cleans_up(tmp_path):
 def test_redis_answers_and_stops(tmp_path):
     import redis
 
-    try:
-        server = RedisServer(tmp_path)
-    except MissingService as err:
-        pytest.skip(str(err))
+    server = installed(RedisServer, tmp_path)
     with server:
         client = redis.Redis(port=server.port, socket_timeout=2)
         client.set("k", "v")
