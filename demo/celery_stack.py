@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from demo.services import libpq_dsn
 from demo.stack import VENV_BIN, AirflowStack, ManagedProcess, ProcessExited, wait_until
 from voucherify_provider.emulator.server import free_port
 
@@ -128,8 +129,7 @@ class CeleryAirflowStack(AirflowStack):
         """Read the metadata database (PostgreSQL); ``?`` placeholders as with SQLite."""
         import psycopg2
 
-        dsn = self.database_url.replace("postgresql+psycopg2://", "postgresql://")
-        with psycopg2.connect(dsn) as con, con.cursor() as cur:
+        with psycopg2.connect(libpq_dsn(self.database_url)) as con, con.cursor() as cur:
             cur.execute(sql.replace("?", "%s"), tuple(params))
             rows = cur.fetchall() if cur.description else []
         con.close()

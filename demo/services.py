@@ -41,6 +41,11 @@ def postgres_bindir() -> Path:
     raise MissingService("PostgreSQL's initdb was not found: apt-get install -y postgresql")
 
 
+def libpq_dsn(database_url: str) -> str:
+    """The libpq form (psycopg2.connect) of a SQLAlchemy ``postgresql+psycopg2://`` URL."""
+    return database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
 class PostgresServer:
     """A throwaway PostgreSQL cluster with trust authentication and one database, on a free port."""
 

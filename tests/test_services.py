@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from demo.services import MissingService, PostgresServer, RedisServer, S3Server
+from demo.services import MissingService, PostgresServer, RedisServer, S3Server, libpq_dsn
 
 T = TypeVar("T")
 
@@ -27,7 +27,7 @@ def test_postgres_serves_a_database_dumps_it_and_cleans_up(tmp_path):
 
     server = installed(PostgresServer, tmp_path)
     with server:
-        dsn = server.url.replace("postgresql+psycopg2://", "postgresql://")
+        dsn = libpq_dsn(server.url)
         with psycopg2.connect(dsn) as con, con.cursor() as cur:
             cur.execute("CREATE TABLE probe (marker text); INSERT INTO probe VALUES ('written-by-the-test')")
         con.close()
