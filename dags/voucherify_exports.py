@@ -229,8 +229,9 @@ def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any
     target.pop("voucherify_conn_id")
     merge = VoucherifyMergeCurrentStateOperator(task_id="merge_current_state", landed=land.output, **target)
     due = reconcile_due(reconcile="{{ params.reconcile }}")
-    ids = VoucherifyCreateExportOperator(task_id="export_ids", fields=[obj.key_field], windowed=False,
-                                         **waiting, **common)
+    # The creation time places each id in its month of the current-state table.
+    ids = VoucherifyCreateExportOperator(task_id="export_ids", fields=[obj.key_field, str(obj.created_field)],
+                                         windowed=False, **waiting, **common)
     ids_landed = VoucherifyDownloadToWarehouseOperator(
         task_id="land_ids", export_id=ids.output, destination=DESTINATION_TEMPLATE + "/_reconcile",
         destination_conn_id=DESTINATION_CONN_ID, outlets=[], **common)

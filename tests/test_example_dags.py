@@ -139,6 +139,6 @@ def test_change_dag_merges_and_reconciles_on_mondays(example_dags, emu):
     assert str(run.state) == "success"
     assert {states[t] for t in ("merge_current_state", "export_ids", "land_ids", "mark_deleted")} == {"success"}
     ids = json.loads(next((lake / "_reconcile" / "customer").glob("*/_manifest.json")).read_text())
-    assert ids["rows"] == len(emu.state("customer", ["id"])) and ids["fields"] == ["id"]
+    assert ids["rows"] == len(emu.state("customer", ["id"])) and ids["fields"] == ["id", "created_at"]
     table = DeltaTable(str(lake / "current" / "customer")).to_pyarrow_table()
     assert table.num_rows > len(truth["ids"]) and not any(table.column("_deleted").to_pylist())

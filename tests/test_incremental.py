@@ -36,7 +36,8 @@ IDS_DAG = """
 from voucherify_provider.transfers.current_state import VoucherifyMarkDeletedOperator
 with DAG(DAG_ID, schedule=CronDataIntervalTimetable('@weekly', timezone='UTC'),
          start_date=datetime(2023, 12, 31, tzinfo=timezone.utc), catchup=False) as dag:
-    ids = VoucherifyCreateExportOperator(task_id='ids', exported_object='order', windowed=False, fields=['id'],
+    ids = VoucherifyCreateExportOperator(task_id='ids', exported_object='order', windowed=False,
+                                         fields=['id', 'created_at'],
                                          voucherify_conn_id=CONN, wait_for_completion=True, poll_interval=0.1)
     land = VoucherifyDownloadToWarehouseOperator(task_id='land', export_id=ids.output, destination=DEST + '/_ids',
                                                  exported_object='order', voucherify_conn_id=CONN)
@@ -136,7 +137,7 @@ def test_deleted_records_are_marked_by_the_periodic_id_list(dags, emu, tmp_path)
     from deltalake import DeltaTable
 
     live_files = {Path(u).name for u in DeltaTable(str(tmp_path / "current" / "order")).file_uris()}
-    on_disk = {p.name for p in (tmp_path / "current" / "order").glob("*.parquet")}
+    on_disk = {p.name for p in (tmp_path / "current" / "order").rglob("*.parquet")}
     assert ids.xcom(run, "mark")["files_vacuumed"] > 0 and on_disk == live_files  # rewritten files are gone
     again = ids.test(WEEK_ENDS[-1])  # marking again changes nothing
     assert ids.xcom(again, "mark").get("num_target_rows_updated", 0) == 0

@@ -3,14 +3,19 @@
 Each run merges the change partitions it landed (``<destination>/<object>/window_start=...``) into
 ``<destination>/current/<object>`` by the object's key: a row replaces the stored one only when its last
 change (``_change_at`` = updated_at, else created_at) is newer, so merging a window again changes nothing
-and windows may be merged in any order. A periodic full list of ids marks the records missing from it
-(deleted in Voucherify) with ``_deleted``/``_deleted_at``; they stay in the table for history.
+and windows may be merged in any order. A periodic full list of ids (with their created_at) marks the
+records missing from it (deleted in Voucherify) with ``_deleted``/``_deleted_at``; they stay for history.
 
-Why Delta Lake (measured, see README): its merge runs in Rust with a conditional update, an insert and a
-"not matched by source" update in one pass, ~5x faster than pyiceberg's upsert at 1M and 5M records,
-and the table is self-describing in its folder (no catalog service to run). Merges of one table are
-serialised by the same exclusive lock file as partition commits, so two runs never race a commit,
-on local disks and on S3 alike.
+Layout: partitioned by creation month (``_created_month=YYYY-MM``, UTC), which a record never leaves, so
+a day's changes name the few months they belong to and nothing else is read; within a month only the
+files holding a key are rewritten (``delta_files.py`` says why the provider does this itself rather than
+delta-rs's MERGE). Memory is bounded by a file and a chunk of changes, not by the table. A table of the
+older unpartitioned layout is migrated in place by the first merge or reconcile that meets it (one commit).
+
+Why Delta Lake (measured, see README): a self-describing table in its folder (no catalog service to run),
+read by DuckDB, Spark, pyarrow, Polars, Trino and Databricks; its log gives atomic commits, time travel
+and vacuum. Changes to one table are serialised by the same exclusive lock file as partition commits, so
+two runs never race a commit, on local disks and on S3 alike.
 """
 
 from __future__ import annotations
@@ -22,14 +27,27 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.catalog import ExportedObject
-from voucherify_provider.hooks._endpoints import iso_utc
+from voucherify_provider.errors import VoucherifyConfigError
+from voucherify_provider.landing.delta_files import (
+    FILE_ROWS,
+    PARTITION,
+    SMALL_FILE_ROWS,
+    DataFile,
+    Transaction,
+    arrow_schema,
+    conform,
+    live_files,
+    newest_per_key,
+)
 from voucherify_provider.landing.paths import is_local, path_url
-from voucherify_provider.landing.sink import forget_listing, open_untracked, s3_settings
+from voucherify_provider.landing.sink import arrow_filesystem, forget_listing, open_untracked, s3_settings
+from voucherify_provider.landing.spill import CHUNK_ROWS, Spill
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 
 log = logging.getLogger(__name__)
@@ -52,7 +70,7 @@ def state_schema(landed: pa.Schema) -> pa.Schema:
 
 def merge_partition(table: ObjectStoragePath, obj: ExportedObject, partition: ObjectStoragePath,
                     owner: str) -> dict[str, int]:
-    """Merge one landed change partition (its manifest's files) into the table; returns Delta's counts."""
+    """Merge one landed change partition (its manifest's files) into the table; returns the counts."""
     manifest = _manifest(partition)
     files = [partition / f["path"] for f in manifest["files"]]
     if not files:
@@ -62,26 +80,95 @@ def merge_partition(table: ObjectStoragePath, obj: ExportedObject, partition: Ob
 
 def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBatchReader, owner: str) -> dict[str, int]:
     """Merge rows carrying the bookkeeping columns (see :func:`state_schema`): newer versions replace
-    stored ones, unknown keys are inserted, equal or older versions change nothing."""
-    return _merge(table, obj, rows, owner, lambda m: m.when_matched_update_all(
-        predicate=f"s.{CHANGE_AT} > t.{CHANGE_AT}").when_not_matched_insert_all(), evolve=True)
+    stored ones, unknown keys are inserted, equal or older versions change nothing.
+
+    Partition by partition (creation month), in chunks of at most ``CHUNK_ROWS`` changes: only the files
+    of the months the changes belong to are read, and only those holding an older version are rewritten."""
+    key = obj.key_field
+    counts = dict.fromkeys(("num_source_rows", "num_target_rows_updated", "num_target_rows_inserted",
+                            "num_target_rows_copied", "num_target_files_scanned", "num_target_files_removed",
+                            "num_target_files_added", "num_partitions_touched"), 0)
+    with _locked(table, obj, owner, create=rows.schema) as delta:
+        schema = _evolve(delta, rows.schema)
+        tx = Transaction(table, delta, schema, key)
+        try:
+            with Spill(rows.schema, _month_of(obj)) as spill:
+                for batch in rows:
+                    spill.add(batch)
+                    counts["num_source_rows"] += batch.num_rows
+                for partition in spill.partitions():
+                    counts["num_partitions_touched"] += 1
+                    for chunk in spill.chunks(partition):
+                        _upsert(tx, partition, newest_per_key(chunk, key, CHANGE_AT), counts)
+            tx.commit("merge")
+        except BaseException:
+            tx.abort()
+            raise
+    _log_counts(table, counts)
+    return counts
 
 
 def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: ObjectStoragePath, cutoff: datetime,
                  owner: str) -> dict[str, int]:
     """Mark deleted every live record the full id list in ``snapshot`` (a landed partition) lacks, among
-    those changed before ``cutoff`` (records changed later may be newer than the list)."""
+    those changed before ``cutoff`` (records changed later may be newer than the list).
+
+    The list carries each id's ``created_at`` too, so it is compared partition by partition: memory holds
+    one partition's ids (in chunks) and one file's keys, and only files with a newly deleted row are rewritten."""
     manifest = _manifest(snapshot)
-    if obj.key_field not in manifest["fields"]:
-        raise ValueError(f"The snapshot in {snapshot} lacks the key field {obj.key_field!r}; export it.")
+    needed = [obj.key_field, obj.created_field or ""]
+    missing = [f for f in needed if f not in manifest["fields"]]
+    if missing:
+        raise VoucherifyConfigError(
+            f"The id list in {snapshot} lacks {', '.join(map(repr, missing))}: the reconcile places each id in "
+            f"its creation-month partition. Export fields={needed!r} for it (the example DAGs do).")
+    counts = {"num_target_rows_updated": 0, "num_target_files_scanned": 0, "num_target_files_removed": 0}
     if not _exists(table):  # nothing merged yet, nothing to mark
-        return {"num_target_rows_updated": 0}
+        return counts
     files = [snapshot / f["path"] for f in manifest["files"]]
-    ids = _dataset(files).scanner(columns=[obj.key_field]).to_reader()
-    stamp = f"TIMESTAMP '{iso_utc(cutoff)}'"
-    return _merge(table, obj, ids, owner, lambda m: m.when_not_matched_by_source_update(
-        updates={DELETED: "true", DELETED_AT: stamp},
-        predicate=f"t.{DELETED} = false AND t.{CHANGE_AT} < {stamp}"))
+    stamp = pa.scalar(cutoff, TIME)
+    with _locked(table, obj, owner) as delta:
+        tx = Transaction(table, delta, arrow_schema(delta), obj.key_field)
+        try:
+            ids = pa.schema([pa.field(obj.key_field, pa.string()), pa.field(needed[1], TIME)])
+            with Spill(ids, _month_of(obj)) as spill:
+                for batch in _dataset(files).scanner(columns=needed).to_batches():
+                    spill.add(conform(batch, ids))
+                for partition in tx.partitions():
+                    _mark_partition(tx, partition, spill, stamp, counts)
+            tx.commit("mark deleted")
+        except BaseException:
+            tx.abort()
+            raise
+    _log_counts(table, counts)
+    return counts
+
+
+def compact(table: ObjectStoragePath, obj: ExportedObject, owner: str) -> dict[str, int]:
+    """Pack each partition's small files (under ``SMALL_FILE_ROWS``: days of inserts that rode on no
+    rewrite) into files of up to ``FILE_ROWS``. Partitions already compact are not read."""
+    counts = {"files_compacted": 0, "files_written": 0}
+    if not _exists(table):
+        return counts
+    with _locked(table, obj, owner) as delta:
+        tx = Transaction(table, delta, arrow_schema(delta), obj.key_field)
+        try:
+            for partition in tx.partitions():
+                for group in _bins([f for f in tx.files(partition) if f.rows < SMALL_FILE_ROWS]):
+                    writer = tx.writer(partition)
+                    for file in group:
+                        for batch in tx.batches(file):
+                            writer.write(batch)
+                    written = writer.close()
+                    tx.replace(group, written)
+                    counts["files_compacted"] += len(group)
+                    counts["files_written"] += len(written)
+            tx.commit("compact")
+        except BaseException:
+            tx.abort()
+            raise
+    _log_counts(table, counts)
+    return counts
 
 
 def vacuum(table: ObjectStoragePath, retention_hours: int, owner: str) -> int:
@@ -89,37 +176,198 @@ def vacuum(table: ObjectStoragePath, retention_hours: int, owner: str) -> int:
     the files it touches; without this the old ones stay forever). Returns how many were deleted."""
     if not _exists(table):
         return 0
-    with _locked(table, owner) as delta:
+    with _locked(table, None, owner) as delta:
         deleted = delta.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
     log.info("Vacuumed %s: %d file(s) older than %dh deleted", table, len(deleted), retention_hours)
     return len(deleted)
 
 
+def current_state_dataset(table: ObjectStoragePath | str) -> Any:
+    """The table's current version as a ``pyarrow.dataset.Dataset`` in the landing's types, with the
+    ``_created_month`` partition column (filter on it to read only some months). For local and S3 tables."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    if isinstance(table, str):
+        table = ObjectStoragePath(table)
+    uri, options = delta_location(table)
+    delta = DeltaTable(uri, storage_options=options)
+    schema = arrow_schema(delta)
+    filesystem, root = arrow_filesystem(table)
+    file_format = ds.ParquetFileFormat()
+    fragments = [
+        file_format.make_fragment(f"{root}/{f.path}", filesystem, partition_expression=(
+            ds.field(PARTITION).is_null() if f.partition is None else ds.field(PARTITION) == f.partition)
+            if PARTITION in schema.names else None)
+        for files in live_files(delta).values() for f in files]
+    return ds.FileSystemDataset(fragments, schema=schema, format=file_format, filesystem=filesystem)
+
+
 @contextmanager
-def _locked(table: ObjectStoragePath, owner: str, create: pa.Schema | None = None) -> Iterator[Any]:
-    """The Delta table under the commit lock; created with ``create`` as its schema when missing."""
+def _locked(table: ObjectStoragePath, obj: ExportedObject | None, owner: str,
+            create: pa.Schema | None = None) -> Iterator[Any]:
+    """The Delta table under the commit lock, in the partitioned layout: created with ``create`` (the
+    merged rows' schema) when missing, migrated when an older release made it unpartitioned."""
     from deltalake import DeltaTable
 
     uri, options = delta_location(table)
     table.mkdir(parents=True, exist_ok=True)
     with CommitLock(table, owner, LOCK_TIMEOUT):
         if create is not None and not _exists(table):  # checked again under the lock
-            DeltaTable.create(uri, schema=create, storage_options=options, mode="ignore")
-        yield DeltaTable(uri, storage_options=options)
+            DeltaTable.create(uri, schema=create.append(pa.field(PARTITION, pa.string())), partition_by=[PARTITION],
+                              storage_options=options, mode="ignore")
+        delta = DeltaTable(uri, storage_options=options)
+        if obj is not None and PARTITION not in delta.metadata().partition_columns:
+            _migrate(table, obj, delta)
+            delta = DeltaTable(uri, storage_options=options)
+        yield delta
 
 
-def _merge(table: ObjectStoragePath, obj: ExportedObject, source: pa.RecordBatchReader, owner: str,
-           clauses: Any, evolve: bool = False) -> dict[str, int]:
-    key = obj.key_field
-    # The first merge of changes creates the table; marking deletions never does (it checks first).
-    with _locked(table, owner, create=source.schema if evolve else None) as delta:
-        # evolve: fields added to the export later become new columns (null in older rows).
-        merger = delta.merge(source=source, predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t",
-                             streamed_exec=True, merge_schema=evolve)
-        metrics = clauses(merger).execute()
-    counts = {k: int(v) for k, v in metrics.items() if k.startswith("num_") and isinstance(v, int)}
-    log.info("Merged into %s: %s", table, ", ".join(f"{k[4:]}={v}" for k, v in counts.items() if v))
-    return counts
+def _migrate(table: ObjectStoragePath, obj: ExportedObject, delta: Any) -> None:
+    """One-shot: rewrite a table of the unpartitioned layout into creation-month partitions, in one commit
+    (readers see the old table or the new one). Streams through local spill files: memory stays bounded."""
+    schema = arrow_schema(delta)
+    if PARTITION not in schema.names:
+        schema = schema.append(pa.field(PARTITION, pa.string()))
+    tx = Transaction(table, delta, schema, obj.key_field)
+    rows = 0
+    try:
+        with Spill(tx.file_schema, _month_of(obj)) as spill:
+            for partition in tx.partitions():
+                for file in tx.files(partition):
+                    for batch in tx.batches(file):
+                        spill.add(batch)
+                        rows += batch.num_rows
+            for partition in spill.partitions():
+                writer = tx.writer(partition)
+                for chunk in spill.chunks(partition):
+                    writer.write(chunk)
+                tx.replace([], writer.close())
+        tx.commit("migrate to creation-month partitions", new_layout=delta_location(table))
+    except BaseException:
+        tx.abort()
+        raise
+    log.warning("Migrated %s (%d rows) to the creation-month layout (partition column %s); one-shot.",
+                table, rows, PARTITION)
+
+
+def _evolve(delta: Any, incoming: pa.Schema) -> pa.Schema:
+    """Fields the merged rows bring that the table lacks become new (nullable) columns; the table's schema."""
+    from deltalake import Schema
+
+    schema = arrow_schema(delta)
+    new = [pa.field(f.name, f.type) for f in incoming if f.name not in schema.names]
+    if new:
+        delta.alter.add_columns(list(Schema.from_arrow(pa.schema(new)).fields))
+        log.info("New column(s) in the current-state table: %s", ", ".join(f.name for f in new))
+        schema = arrow_schema(delta)
+    return schema
+
+
+def _upsert(tx: Transaction, partition: str | None, changes: pa.Table, counts: dict[str, int]) -> None:
+    """Apply one partition's changes (one row per key): files holding an older version are rewritten
+    with the newer one, unknown keys are inserted (riding on a rewritten file when it has room)."""
+    key = tx.key
+    keys = changes.column(key).combine_chunks()
+    bounds = pc.min_max(keys)
+    unmatched = np.ones(changes.num_rows, dtype=bool)
+    rewrites: list[tuple[DataFile, np.ndarray, pa.Array]] = []
+    for file in tx.files(partition):
+        if not file.may_hold(bounds["min"].as_py(), bounds["max"].as_py()):
+            continue
+        counts["num_target_files_scanned"] += 1
+        stored = tx.read(file, [key, CHANGE_AT])
+        position = pc.index_in(stored.column(key), value_set=keys)
+        if position.null_count == len(position):
+            continue
+        unmatched[pc.drop_null(position).to_numpy()] = False
+        newer = pc.greater(pc.take(changes.column(CHANGE_AT), position), stored.column(CHANGE_AT)).fill_null(False)
+        newer_mask = newer.to_numpy(zero_copy_only=False)
+        if newer_mask.any():
+            rewrites.append((file, newer_mask, pc.filter(position, newer)))
+    inserts = changes.filter(pa.array(unmatched))
+    host = min(rewrites, key=lambda r: r[0].rows, default=None)
+    if host is not None and host[0].rows + inserts.num_rows > FILE_ROWS:
+        host = None
+    for file, replaced, positions in rewrites:
+        writer = tx.writer(partition)
+        offset = 0
+        for batch in tx.batches(file):
+            writer.write(batch.filter(pa.array(~replaced[offset:offset + batch.num_rows])))
+            offset += batch.num_rows
+        writer.write(changes.take(positions))
+        if host is not None and file is host[0]:
+            writer.write(inserts)
+        written = writer.close()
+        tx.replace([file], written)
+        counts["num_target_rows_updated"] += len(positions)
+        counts["num_target_rows_copied"] += file.rows - len(positions)
+        counts["num_target_files_removed"] += 1
+        counts["num_target_files_added"] += len(written)
+    if inserts.num_rows and host is None:
+        writer = tx.writer(partition)
+        writer.write(inserts)
+        written = writer.close()
+        tx.replace([], written)
+        counts["num_target_files_added"] += len(written)
+    counts["num_target_rows_inserted"] += inserts.num_rows
+
+
+def _mark_partition(tx: Transaction, partition: str | None, spill: Spill, stamp: pa.Scalar,
+                    counts: dict[str, int]) -> None:
+    """Mark the partition's live rows changed before ``stamp`` whose id the list's partition lacks."""
+    key = tx.key
+    single = list(spill.chunks(partition)) if spill.rows(partition) <= CHUNK_ROWS else None
+    for file in tx.files(partition):
+        counts["num_target_files_scanned"] += 1
+        stored = tx.read(file, [key, CHANGE_AT, DELETED])
+        candidate = pc.and_(pc.invert(stored.column(DELETED).fill_null(False)),
+                            pc.less(stored.column(CHANGE_AT), stamp).fill_null(True))
+        if not pc.any(candidate).as_py():
+            continue
+        listed = np.zeros(stored.num_rows, dtype=bool)
+        for ids in (single if single is not None else spill.chunks(partition)):
+            listed |= pc.is_in(stored.column(key), value_set=ids.column(key)).to_numpy(zero_copy_only=False)
+        gone = candidate.to_numpy(zero_copy_only=False) & ~listed
+        if not gone.any():
+            continue
+        writer = tx.writer(partition)
+        offset = 0
+        for batch in tx.batches(file):
+            mask = pa.array(gone[offset:offset + batch.num_rows])
+            offset += batch.num_rows
+            columns = dict(zip(batch.schema.names, batch.columns, strict=True))
+            columns[DELETED] = pc.if_else(mask, True, columns[DELETED])
+            columns[DELETED_AT] = pc.if_else(mask, stamp, columns[DELETED_AT])
+            writer.write(pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema))
+        tx.replace([file], writer.close())
+        counts["num_target_rows_updated"] += int(gone.sum())
+        counts["num_target_files_removed"] += 1
+
+
+def _bins(files: list[DataFile]) -> list[list[DataFile]]:
+    """Small files packed greedily into groups of at most ``FILE_ROWS`` rows; single files left alone."""
+    groups: list[list[DataFile]] = [[]]
+    for file in sorted(files, key=lambda f: f.rows):
+        if groups[-1] and sum(f.rows for f in groups[-1]) + file.rows > FILE_ROWS:
+            groups.append([])
+        groups[-1].append(file)
+    return [g for g in groups if len(g) > 1]
+
+
+def _month_of(obj: ExportedObject) -> Any:
+    """The partition of each row: its creation month, ``YYYY-MM`` in UTC (null when it has no created_at)."""
+    created = obj.created_field or ""
+
+    def month(batch: pa.RecordBatch) -> pa.Array:
+        return pc.strftime(batch.column(created), format="%Y-%m")
+
+    return month
+
+
+def _log_counts(table: ObjectStoragePath, counts: dict[str, int]) -> None:
+    changed = ", ".join(f"{k.removeprefix('num_')}={v}" for k, v in counts.items() if v)
+    log.info("%s: %s", table, changed or "nothing to change")
 
 
 def _stamped(obj: ExportedObject, files: Sequence[ObjectStoragePath], export_id: str) -> pa.RecordBatchReader:
@@ -165,11 +413,12 @@ def delta_location(table: ObjectStoragePath) -> tuple[str, dict[str, str]]:
     if is_local(table):
         return path_url(table), {}
     if table.protocol not in ("s3", "s3a"):
-        raise ValueError(f"The current-state table supports local and s3:// destinations, not {table.protocol}://.")
+        raise VoucherifyConfigError(f"The current-state table supports local and s3:// destinations, not "
+                                    f"{table.protocol}://; land to one of those.")
     settings = s3_settings(table.fs)
     if settings is None:
-        raise ValueError("The destination's S3 connection uses settings delta-rs cannot carry (anonymous access, "
-                         "a custom signer or a proxy); give it key/secret credentials.")
+        raise VoucherifyConfigError("The destination's S3 connection uses settings delta-rs cannot carry "
+                                    "(anonymous access, a custom signer or a proxy); give it key/secret credentials.")
     options = {"AWS_ACCESS_KEY_ID": settings["key"], "AWS_SECRET_ACCESS_KEY": settings["secret"],
                "AWS_REGION": settings["region"],
                # Merges are serialised by this module's lock file (a conditional put), so delta-rs need not

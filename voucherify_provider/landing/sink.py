@@ -100,6 +100,29 @@ def open_untracked(path: ObjectStoragePath, mode: str) -> Any:
     return path.fs.open(path.path, mode=mode)
 
 
+def open_input(path: ObjectStoragePath) -> Any:
+    """A file to read: pyarrow's native file where the destination allows (local, S3), else fsspec's."""
+    if is_local(path):
+        return pa.OSFile(str(path.path), mode="rb")
+    if path.protocol in ("s3", "s3a"):
+        filesystem = native_s3(path.fs)
+        if filesystem is not None:
+            return filesystem.open_input_file(f"{path.bucket}/{path.key}")
+    return open_untracked(path, "rb")
+
+
+def arrow_filesystem(path: ObjectStoragePath) -> tuple[Any, str]:
+    """A pyarrow filesystem for ``path``'s store and the path as that filesystem names it (native where
+    the store allows, fsspec's otherwise)."""
+    from pyarrow import fs as pafs
+
+    if is_local(path):
+        return pafs.LocalFileSystem(), "/" + str(path.path).lstrip("/")
+    if path.protocol in ("s3", "s3a") and (native := native_s3(path.fs)) is not None:
+        return native, f"{path.bucket}/{path.key}"
+    return pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)), str(path.path)
+
+
 def _native_output(path: ObjectStoragePath) -> Any | None:
     """A native pyarrow output stream for ``path``, or None where only fsspec can write there."""
     if is_local(path):

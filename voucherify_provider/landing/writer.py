@@ -66,9 +66,11 @@ class PartWriter:
     most of a landing's memory (DuckDB's own row group default is 122,880 rows)."""
 
     def __init__(self, partition: ObjectStoragePath, name: str, schema: pa.Schema,
-                 metadata: dict[str, str], row_group_rows: int, owner: str) -> None:
+                 metadata: dict[str, str], row_group_rows: int, owner: str,
+                 at: ObjectStoragePath | None = None) -> None:
         self.name = name
-        self.temp = staged_path(partition, owner, name)
+        # ``at``: write straight to that path, for files a table's log makes visible (no staging rename).
+        self.temp = at if at is not None else staged_path(partition, owner, name)
         extra = {k.encode(): v.encode() for k, v in metadata.items()}
         self._schema = schema.with_metadata({**(schema.metadata or {}), **extra})
         self._output = HashedOutput(self.temp)

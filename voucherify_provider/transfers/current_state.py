@@ -12,7 +12,7 @@ from voucherify_provider import catalog
 from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.operators._common import fail_task
 from voucherify_provider.transfers.export_to_warehouse import destination_path, staging_owner
-from voucherify_provider.window import Window
+from voucherify_provider.window import Window, as_utc
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -86,40 +86,56 @@ class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
 class VoucherifyMarkDeletedOperator(_CurrentStateOperator):
     """Mark deleted, in the current-state table, the records a full id list no longer holds.
 
-    Run it on a periodic full export of the object's ids (``windowed=False``, ``fields=["id"]``) landed by
+    Run it on a periodic full export of the object's ids and creation times (``windowed=False``,
+    ``fields=["id", "created_at"]``: the creation month places each id in its partition) landed by
     VoucherifyDownloadToWarehouseOperator: a live record changed before ``cutoff`` that the list lacks was
     deleted in Voucherify. Rows stay in the table with ``_deleted`` true and ``_deleted_at`` = ``cutoff``.
 
-    Then, as this runs periodically, the table's data files no version of the last
-    ``vacuum_retention_hours`` uses are deleted (Delta keeps every rewritten file until a vacuum).
+    Then, as this runs periodically, table upkeep: each month's small files (days of inserts) are packed
+    into larger ones (``compact``), and the data files no version of the last ``vacuum_retention_hours``
+    uses are deleted (Delta keeps every rewritten file until a vacuum).
 
     :param snapshot: the landing task's result for the id list.
     :param cutoff: records changed at or after it are left alone (default: the run's data interval end,
-        before which the list was exported).
+        before which the list was exported; a run without one: when it was due).
+    :param compact: pack small files first (only months holding several small files are read).
     :param vacuum_retention_hours: how far back the table stays readable as of an older version (time
         travel); None: no vacuum.
     """
 
     template_fields: Sequence[str] = (*_CurrentStateOperator.template_fields, "snapshot", "cutoff")
 
-    def __init__(self, *, snapshot: Any, cutoff: datetime | str | None = None,
+    def __init__(self, *, snapshot: Any, cutoff: datetime | str | None = None, compact: bool = True,
                  vacuum_retention_hours: int | None = 7 * 24, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.snapshot = snapshot
         self.cutoff = cutoff
+        self.compact = compact
         self.vacuum_retention_hours = vacuum_retention_hours
 
     def execute(self, context: Context) -> dict[str, int]:
-        """Compare the table with the id list; mark what is missing."""
-        from voucherify_provider.landing.current_state import mark_deleted, vacuum
+        """Compare the table with the id list; mark what is missing; then compact and vacuum."""
+        from voucherify_provider.landing.current_state import compact, mark_deleted, vacuum
 
         obj, table = self._target()
         try:
-            cutoff = Window.snapshot(None, self.cutoff or context.get("data_interval_end"), context).end
+            cutoff = self._cutoff(context)
         except VoucherifyConfigError as err:
             fail_task(str(err))
         owner = staging_owner(context) or "mark"
-        counts = mark_deleted(table, obj, self._partition(self.snapshot), cutoff, owner)
+        try:
+            counts = mark_deleted(table, obj, self._partition(self.snapshot), cutoff, owner)
+        except VoucherifyConfigError as err:
+            fail_task(str(err))
+        if self.compact:
+            counts.update(compact(table, obj, owner))
         if self.vacuum_retention_hours is not None:
             counts["files_vacuumed"] = vacuum(table, int(self.vacuum_retention_hours), owner)
         return counts
+
+    def _cutoff(self, context: Context) -> datetime:
+        """The explicit cutoff exactly as given (never moved to the data interval), else the interval's end,
+        else when the run was due."""
+        if self.cutoff:
+            return as_utc(self.cutoff, "cutoff")
+        return Window.snapshot(None, context.get("data_interval_end"), context).end
