@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.api_economy import api_economy
+from benchmarks.current_state import current_state_bench
+from benchmarks.current_state import targets as current_state_targets
+from benchmarks.current_state import text as current_state_text
 from benchmarks.end_to_end import end_to_end
 from benchmarks.incremental import incremental_vs_snapshot
 from benchmarks.inputs import make_redemption_csv
@@ -196,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--e2e-rows", type=int, default=2_000_000)
     parser.add_argument("--windows", type=int, default=30)
-    parser.add_argument("--sections", default="landing,incremental",
+    parser.add_argument("--sections", default="landing,incremental,current_state",
                         help="landing (landing, stages, end to end, parse, API economy), incremental (change "
-                        "windows vs snapshot, current-state table formats)")
+                        "windows vs snapshot, current-state table formats), current_state (merges, reconcile and "
+                        "compaction at 1M-50M records)")
+    parser.add_argument("--state-sizes", default="1000000,10000000,50000000")
+    parser.add_argument("--legacy-sizes", default="1000000,10000000",
+                        help="the previous release's delta-rs MERGE, for comparison (~0.35 GB per 1M records)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "voucherify-bench")
     args = parser.parse_args(argv)
@@ -231,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
                                                         20 if args.smoke else 180, args.work)
         report["table_formats"] = table_formats([20_000] if args.smoke else [1_000_000, 5_000_000], runs,
                                                 args.work)
+    if "current_state" in sections:
+        state = current_state_bench([20_000, 100_000] if args.smoke else [int(s) for s in args.state_sizes.split(",")],
+                                    [20_000] if args.smoke else [int(s) for s in args.legacy_sizes.split(",")],
+                                    runs, args.work)
+        state["targets"] = None if args.smoke else current_state_targets(state)
+        report["current_state"] = state
     report["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"bench-{'smoke-' if args.smoke else ''}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
@@ -243,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report_text(e2e, parse, api, checks))
     if "incremental" in sections:
         print(incremental_text(report["incremental"], report["table_formats"]))
+    if "current_state" in sections:
+        print(current_state_text(report["current_state"]))
+        for c in report["current_state"]["targets"] or []:
+            print(f"  {'met   ' if c['met'] else 'MISSED'} {c['target']}: {c['measured']:.2f} (limit {c['limit']:g})")
     print(f"\nresults: {target} ({report['seconds']:.0f}s)")
     return 0
 

@@ -52,15 +52,18 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 def current_states(warehouse: Path) -> str:
     """The current-state tables (Delta Lake) under ``<warehouse>/current``: version, live and deleted rows."""
-    import pyarrow.dataset as ds
     from deltalake import DeltaTable
+
+    from voucherify_provider.landing.current_state import current_state_dataset
 
     lines = []
     for folder in sorted(p for p in (warehouse / "current").glob("*") if (p / "_delta_log").is_dir()):
         table = DeltaTable(str(folder))
-        # The live files read with pyarrow (delta-rs writes no deletion vectors, so they are the table):
-        # deltalake 1.6's own Arrow readers abort the interpreter at exit once pyarrow.parquet is loaded.
-        deleted = ds.dataset(table.file_uris()).to_table(columns=["_deleted"]).column("_deleted").to_pylist()
+        # Read with the provider's pyarrow dataset of the live files: deltalake 1.6's own Arrow readers
+        # abort the interpreter at exit once pyarrow.parquet is loaded.
+        deleted = current_state_dataset(str(folder)).to_table(columns=["_deleted"]).column("_deleted").to_pylist()
+        months = len({p.parent.name for p in map(Path, table.file_uris())})
         lines.append(f"current state of {folder.name:<10} {len(deleted) - sum(deleted):>7} live rows, "
-                     f"{sum(deleted)} marked deleted (Delta table version {table.version()}, {folder})")
+                     f"{sum(deleted)} marked deleted, {months} month partition(s) (Delta table version "
+                     f"{table.version()}, {folder})")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -113,3 +114,41 @@ def test_readers_skip_an_in_flight_and_a_killed_landing(emu, hook, tmp_path, spa
     assert rows_seen_by_every_reader(tmp_path, spark) == expected  # after the kill, before any retry
     manifest = json.loads((partition / "_manifest.json").read_text())
     assert manifest["export_id"] == committed["export_id"]
+
+
+def test_spark_and_duckdb_read_the_current_state_table_as_the_readme_says(tmp_path, spark):
+    """The README's offline recipes: Spark on the live files with ``basePath`` (the month comes back from
+    the folder names) and DuckDB over the provider's dataset, after a schema change, equal to pyarrow."""
+    import duckdb
+    import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
+    from deltalake import DeltaTable
+
+    from voucherify_provider import catalog
+    from voucherify_provider.landing import current_state as cs
+
+    def merge(rows: list[dict], schema: pa.Schema) -> None:
+        state = cs.state_schema(schema)
+        full = [{**r, "_change_at": r["created_at"], "_deleted": False, "_deleted_at": None, "_export_id": "e"}
+                for r in rows]
+        table = pa.Table.from_pylist(full, schema=state)
+        cs.merge_rows(ObjectStoragePath(str(tmp_path / "t")), catalog.OBJECTS["order"],
+                      pa.RecordBatchReader.from_batches(state, table.to_batches()), "t")
+
+    jan, may = datetime(2024, 1, 5, tzinfo=timezone.utc), datetime(2024, 5, 5, tzinfo=timezone.utc)
+    merge([{"id": "ord_a", "created_at": jan}], pa.schema([("id", pa.string()), ("created_at", cs.TIME)]))
+    merge([{"id": "ord_b", "created_at": may, "status": "PAID"}],
+          pa.schema([("id", pa.string()), ("created_at", cs.TIME), ("status", pa.string())]))
+    path = str(tmp_path / "t")
+    expected = sorted(cs.current_state_dataset(path).to_table(columns=["id", "status", "_created_month"]).to_pylist(),
+                      key=lambda r: r["id"])
+    assert expected == [{"id": "ord_a", "status": None, "_created_month": "2024-01"},
+                        {"id": "ord_b", "status": "PAID", "_created_month": "2024-05"}]
+    frame = (spark.read.option("basePath", path).option("mergeSchema", "true")  # type: ignore[attr-defined]
+             .parquet(*DeltaTable(path).file_uris()))
+    assert sorted((r.asDict() for r in frame.select("id", "status", "_created_month").collect()),
+                  key=lambda r: r["id"]) == expected
+    con = duckdb.connect()
+    con.register("orders", cs.current_state_dataset(path))
+    assert con.execute("select id, status, _created_month from orders order by id").fetchall() == [
+        tuple(r.values()) for r in expected]
