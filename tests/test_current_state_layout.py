@@ -167,12 +167,16 @@ def write_id_list(folder: Path, ids: list[tuple[str, datetime]], fields: tuple[s
     return ObjectStoragePath(str(folder))
 
 
-def test_the_reconcile_marks_by_partition_only_what_the_list_lacks(table, tmp_path, monkeypatch):
+@pytest.mark.parametrize("file_rows", [1_000_000, 2], ids=["a-file-a-month", "several-files-a-month"])
+def test_the_reconcile_marks_by_partition_only_what_the_list_lacks(table, tmp_path, monkeypatch, file_rows):
     monkeypatch.setattr(spill, "CHUNK_ROWS", 3)  # several chunks of ids per month
     monkeypatch.setattr(cs, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(delta_files, "FILE_ROWS", file_rows)
     path, target = table
     records = [(f"ord_{k:02d}", T0 + timedelta(days=9 * k), None, "NEW") for k in range(30)]
     cs.merge_rows(target, ORDER, versions(records), "t")
+    months = len({r[1].strftime("%Y-%m") for r in records})
+    assert len(live_paths(path)) == months if file_rows > 30 else len(live_paths(path)) > months
     cutoff = T0 + timedelta(days=400)
     late = ("ord_05", records[5][1], cutoff + timedelta(hours=1), "PAID")  # changed after the list was taken
     cs.merge_rows(target, ORDER, versions([late]), "t")
@@ -185,6 +189,8 @@ def test_the_reconcile_marks_by_partition_only_what_the_list_lacks(table, tmp_pa
     assert {k for k, r in rows.items() if r["_deleted"]} == gone - {"ord_05"}
     assert {r["_deleted_at"] for r in rows.values() if r["_deleted"]} == {cutoff}
     assert counts["num_target_rows_updated"] == 4 and untouched <= live_paths(path)
+    # Only files holding a missing id are rewritten: January's, June's (two ids) and September's.
+    assert counts["num_target_files_removed"] == 3 if file_rows > 30 else 3 <= counts["num_target_files_removed"] <= 4
     again = cs.mark_deleted(target, ORDER, write_id_list(tmp_path / "ids2", kept), cutoff, "t")
     assert again["num_target_rows_updated"] == 0
 

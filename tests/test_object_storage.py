@@ -158,5 +158,13 @@ def test_change_windows_merge_into_a_current_state_table_on_s3(emu, hook, s3, s3
     table = DeltaTable("s3://lake/warehouse/current/customer", storage_options=options).to_pyarrow_table()
     assert sorted(table.column("id").to_pylist()) == sorted(r["id"] for r in emu.state("customer", ["id"]))
     assert not s3.exists("lake/warehouse/current/customer/_commit.lock")  # the lock is released
+    from airflow.sdk import ObjectStoragePath
+
+    from voucherify_provider.landing.current_state import current_state_dataset
+
+    read = current_state_dataset(ObjectStoragePath("s3://lake/warehouse/current/customer", conn_id="aws_lake"))
+    rows = read.to_table(columns=["id", "created_at", "_created_month"]).to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(table.column("id").to_pylist())
+    assert all(r["_created_month"] == r["created_at"].strftime("%Y-%m") for r in rows)
     merge.landed = landed[1]
     assert merge.execute({})[0].get("num_target_rows_updated", 0) == 0

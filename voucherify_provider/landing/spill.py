@@ -61,8 +61,10 @@ class Spill:
         """The partition's rows as tables of at most ``chunk_rows`` rows (none for an unknown partition)."""
         if partition not in self._writers:
             return
-        self._writers.pop(partition).close()
-        self._writers[partition] = None  # closed: readable, not writable
+        writer = self._writers.get(partition)
+        if writer is not None:  # the first read closes the file: readable from now on, not writable
+            writer.close()
+            self._writers[partition] = None
         with pa.OSFile(str(self._file(partition)), "rb") as handle:
             pending: list[pa.RecordBatch] = []
             count = 0
