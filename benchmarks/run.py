@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         report["table_formats"] = table_formats([20_000] if args.smoke else [1_000_000, 5_000_000], runs,
                                                 args.work)
     if "current_state" in sections:
-        state = current_state_bench([20_000, 100_000] if args.smoke else [int(s) for s in args.state_sizes.split(",")],
+        state = current_state_bench([20_000] if args.smoke else [int(s) for s in args.state_sizes.split(",")],
                                     [20_000] if args.smoke else [int(s) for s in args.legacy_sizes.split(",")],
                                     runs, args.work)
         state["targets"] = None if args.smoke else current_state_targets(state)

@@ -36,3 +36,15 @@ def test_bench_smoke(tmp_path):
     assert set(formats) == {"delta", "iceberg"}
     assert formats["delta"]["rows_changed"] == formats["iceberg"]["rows_changed"] == 200  # 1% of 20k
     assert "incremental vs snapshot" in done.stdout and "current-state merge" in done.stdout
+    state = {(r["action"], r["kind"]): r for r in report["current_state"]["results"]}
+    assert set(state) == {("merge", "recent"), ("merge", "uniform"), ("merge", "fixed"), ("reconcile", "reconcile"),
+                          ("compact", "compact"), ("legacy", "legacy")}
+    for kind in ("recent", "uniform"):  # 1% of 20k: half updates, half new
+        assert state[("merge", kind)]["counts"]["num_target_rows_updated"] == 100
+        assert state[("merge", kind)]["counts"]["num_target_rows_inserted"] == 100
+    fixed, legacy = state[("merge", "fixed")]["counts"], state[("legacy", "legacy")]["counts"]
+    assert fixed["num_target_rows_updated"] == legacy["num_target_rows_updated"] == 8000
+    assert fixed["num_target_rows_inserted"] == legacy["num_target_rows_inserted"] == 8000
+    assert state[("reconcile", "reconcile")]["counts"]["num_target_rows_updated"] == 20  # 0.1% missing
+    assert state[("compact", "compact")]["counts"] == {"files_compacted": 7, "files_written": 1}
+    assert "current-state table" in done.stdout

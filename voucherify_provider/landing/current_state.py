@@ -55,6 +55,7 @@ from voucherify_provider.landing.sink import (
     s3_settings,
 )
 from voucherify_provider.landing.spill import CHUNK_ROWS, Spill
+from voucherify_provider.landing.typed_csv import timestamp_scalar
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
     if not _exists(table):  # nothing merged yet, nothing to mark
         return counts
     files = [snapshot / f["path"] for f in manifest["files"]]
-    stamp = pa.scalar(cutoff, TIME)
+    stamp = timestamp_scalar(cutoff, TIME)
     with _locked(table, obj, owner) as delta:
         tx = Transaction(table, delta, arrow_schema(delta), obj.key_field)
         try:
