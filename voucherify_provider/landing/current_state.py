@@ -163,14 +163,8 @@ def compact(table: ObjectStoragePath, obj: ExportedObject, owner: str) -> dict[s
         try:
             for partition in tx.partitions():
                 for group in _bins([f for f in tx.files(partition) if f.rows < SMALL_FILE_ROWS]):
-                    writer = tx.writer(partition)
-                    for file in group:
-                        for batch in tx.batches(file):
-                            writer.write(batch)
-                    written = writer.close()
-                    tx.replace(group, written)
                     counts["files_compacted"] += len(group)
-                    counts["files_written"] += len(written)
+                    counts["files_written"] += len(tx.rewrite(partition, group))
             tx.commit("compact")
         except BaseException:
             tx.abort()
@@ -247,10 +241,7 @@ def _migrate(table: ObjectStoragePath, obj: ExportedObject, delta: Any) -> None:
                         spill.add(batch)
                         rows += batch.num_rows
             for partition in spill.partitions():
-                writer = tx.writer(partition)
-                for chunk in spill.chunks(partition):
-                    writer.write(chunk)
-                tx.replace([], writer.close())
+                tx.rewrite(partition, [], extra=spill.chunks(partition))
         tx.commit("migrate to creation-month partitions", new_layout=delta_location(table))
     except BaseException:
         tx.abort()
@@ -298,26 +289,17 @@ def _upsert(tx: Transaction, partition: str | None, changes: pa.Table, counts: d
     if host is not None and host[0].rows + inserts.num_rows > FILE_ROWS:
         host = None
     for file, replaced, positions in rewrites:
-        writer = tx.writer(partition)
-        offset = 0
-        for batch in tx.batches(file):
-            writer.write(batch.filter(pa.array(~replaced[offset:offset + batch.num_rows])))
-            offset += batch.num_rows
-        writer.write(changes.take(positions))
-        if host is not None and file is host[0]:
-            writer.write(inserts)
-        written = writer.close()
-        tx.replace([file], written)
+        def keep(batch: pa.RecordBatch, offset: int, replaced: np.ndarray = replaced) -> pa.RecordBatch:
+            return batch.filter(pa.array(~replaced[offset:offset + batch.num_rows]))
+
+        newer = [changes.take(positions), *([inserts] if host is not None and file is host[0] else [])]
+        written = tx.rewrite(partition, [file], keep, newer)
         counts["num_target_rows_updated"] += len(positions)
         counts["num_target_rows_copied"] += file.rows - len(positions)
         counts["num_target_files_removed"] += 1
         counts["num_target_files_added"] += len(written)
     if inserts.num_rows and host is None:
-        writer = tx.writer(partition)
-        writer.write(inserts)
-        written = writer.close()
-        tx.replace([], written)
-        counts["num_target_files_added"] += len(written)
+        counts["num_target_files_added"] += len(tx.rewrite(partition, [], extra=[inserts]))
     counts["num_target_rows_inserted"] += inserts.num_rows
 
 
@@ -339,16 +321,14 @@ def _mark_partition(tx: Transaction, partition: str | None, spill: Spill, stamp:
         gone = candidate.to_numpy(zero_copy_only=False) & ~listed
         if not gone.any():
             continue
-        writer = tx.writer(partition)
-        offset = 0
-        for batch in tx.batches(file):
+        def mark(batch: pa.RecordBatch, offset: int, gone: np.ndarray = gone) -> pa.RecordBatch:
             mask = pa.array(gone[offset:offset + batch.num_rows])
-            offset += batch.num_rows
             columns = dict(zip(batch.schema.names, batch.columns, strict=True))
             columns[DELETED] = pc.if_else(mask, True, columns[DELETED])
             columns[DELETED_AT] = pc.if_else(mask, stamp, columns[DELETED_AT])
-            writer.write(pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema))
-        tx.replace([file], writer.close())
+            return pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema)
+
+        tx.rewrite(partition, [file], mark)
         counts["num_target_rows_updated"] += int(gone.sum())
         counts["num_target_files_removed"] += 1
 

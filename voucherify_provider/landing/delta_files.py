@@ -21,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +210,23 @@ class Transaction:
         writer = FileWriter(self.table, partition, self.file_schema, self.key)
         self._writers.append(writer)
         return writer
+
+    def rewrite(self, partition: str | None, files: Sequence[DataFile],
+                transform: Callable[[pa.RecordBatch, int], pa.RecordBatch] | None = None,
+                extra: Iterable[pa.Table | pa.RecordBatch] = ()) -> list[DataFile]:
+        """Stream ``files`` (through ``transform(batch, row offset in its file)`` when given) and then
+        ``extra`` rows into new files of ``partition`` that replace them; the new files."""
+        writer = self.writer(partition)
+        for file in files:
+            offset = 0
+            for batch in self.batches(file):
+                writer.write(batch if transform is None else transform(batch, offset))
+                offset += batch.num_rows
+        for rows in extra:
+            writer.write(rows)
+        written = writer.close()
+        self.replace(files, written)
+        return written
 
     def replace(self, old: Sequence[DataFile], new: Sequence[DataFile]) -> None:
         """``new`` files take the place of ``old`` ones (empty ``old``: plain additions)."""
