@@ -209,7 +209,11 @@ def _file_count(path: Path) -> int:
     return len(DeltaTable(str(path)).file_uris())
 
 
-def _child(*args: Any) -> str:
+def _child(*args: Any, in_process: bool = False) -> str:
+    """One step in a fresh process (peak RSS its own); ``in_process`` (smoke runs: the code path, not the
+    figures) spares the interpreter start-ups."""
+    if in_process:
+        return step([str(a) for a in args])
     done = subprocess.run([sys.executable, "-m", "benchmarks.current_state", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=7200)
     if done.returncode:
@@ -224,13 +228,14 @@ def _copy(source: Path, target: Path) -> Path:
     return target
 
 
-def _median(action: str, records: int, kind: str, built: Path, runs: int, prepare: Any = None) -> dict[str, Any]:
+def _median(action: str, records: int, kind: str, built: Path, runs: int, prepare: Any = None,
+            in_process: bool = False) -> dict[str, Any]:
     measured = []
     for _ in range(runs):
         copy = _copy(built, built.with_name(f"{built.name}.run"))
         if prepare is not None:
             prepare(copy)
-        measured.append(json.loads(_child("measure", action, records, kind, copy)))
+        measured.append(json.loads(_child("measure", action, records, kind, copy, in_process=in_process)))
         shutil.rmtree(copy, ignore_errors=True)
     measured.sort(key=lambda r: r["seconds"])
     middle = measured[len(measured) // 2]
@@ -238,8 +243,10 @@ def _median(action: str, records: int, kind: str, built: Path, runs: int, prepar
             "peak_rss_mb_all": sorted(round(r["peak_rss_mb"]) for r in measured)}
 
 
-def current_state_bench(sizes: list[int], legacy_sizes: list[int], runs: int, work: Path) -> dict[str, Any]:
-    """Every scenario at every size (see the module docstring); medians of ``runs``."""
+def current_state_bench(sizes: list[int], legacy_sizes: list[int], runs: int, work: Path,
+                        in_process: bool = False) -> dict[str, Any]:
+    """Every scenario at every size (see the module docstring); medians of ``runs``. ``in_process``: every
+    step in this process (smoke runs; peak RSS then says nothing)."""
     results: list[dict[str, Any]] = []
     builds: dict[str, float] = {}
     for records in sizes:
@@ -247,27 +254,26 @@ def current_state_bench(sizes: list[int], legacy_sizes: list[int], runs: int, wo
         if not (built / "_delta_log").is_dir():
             shutil.rmtree(built, ignore_errors=True)
             started = time.perf_counter()
-            _child("build", records, 0, built)
+            _child("build", records, 0, built, in_process=in_process)
             builds[str(records)] = time.perf_counter() - started
         for kind in ("recent", "uniform", "fixed"):
-            results.append(_median("merge", records, kind, built, runs))
-        results.append(_median("reconcile", records, "reconcile", built, runs))
+            results.append(_median("merge", records, kind, built, runs, in_process=in_process))
+        results.append(_median("reconcile", records, "reconcile", built, runs, in_process=in_process))
         if records == sizes[0]:
             def seven_days_of_inserts(copy: Path, records: int = records) -> None:
-                for day in range(7):
-                    _child("inserts", records + day, 0, copy)
-            results.append(_median("compact", records, "compact", built, 1, seven_days_of_inserts))
+                _child("inserts", records, 7, copy, in_process=in_process)
+            results.append(_median("compact", records, "compact", built, 1, seven_days_of_inserts, in_process))
     for records in legacy_sizes:
         built = work / f"legacy-{records}"
         if not (built / "_delta_log").is_dir():
             shutil.rmtree(built, ignore_errors=True)
-            _child("build_legacy", records, 0, built)
-        results.append(_median("legacy", records, "legacy", built, runs))
+            _child("build_legacy", records, 0, built, in_process=in_process)
+        results.append(_median("legacy", records, "legacy", built, runs, in_process=in_process))
     return {"day": DAY, "results": results, "build_seconds": builds, "ratios": ratios(results)}
 
 
-def _inserts(records: int, path: Path) -> None:
-    """One day of new records only (no update): a new small file in the newest month."""
+def _inserts(records: int, days: int, path: Path) -> None:
+    """``days`` days of new records only (no update), a merge each: each a new small file in the newest month."""
     import numpy as np
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
@@ -275,9 +281,10 @@ def _inserts(records: int, path: Path) -> None:
     from voucherify_provider import catalog
     from voucherify_provider.landing.current_state import merge_rows
 
-    rows = _rows(_ids(20_000_000 + records, DAY, b"ord_i"), END_MS + np.arange(DAY) * 1000, None, "NEW")
-    merge_rows(ObjectStoragePath(str(path)), catalog.OBJECTS["order"],
-               pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches()), "b")
+    for day in range(days):
+        rows = _rows(_ids(20_000_000 + records + day, DAY, b"ord_i"), END_MS + np.arange(DAY) * 1000, None, "NEW")
+        merge_rows(ObjectStoragePath(str(path)), catalog.OBJECTS["order"],
+                   pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches()), "b")
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -314,23 +321,30 @@ def text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def step(args: list[str]) -> str:
+    """One step (``build|build_legacy|inserts|measure ...``); its JSON result or ''."""
+    action = args[0]
+    if action == "measure":
+        return json.dumps(measure(args[1], int(args[2]), args[3], Path(args[4])))
+    if action == "inserts":
+        _inserts(int(args[1]), int(args[2]), Path(args[3]))
+    elif action == "build":
+        build(int(args[1]), Path(args[3]))
+    else:
+        build_legacy(int(args[1]), Path(args[3]))
+    return ""
+
+
 def main() -> None:
-    """``python -m benchmarks.current_state build|build_legacy|inserts|measure ...`` (one step, this process);
+    """``python -m benchmarks.current_state STEP ...`` (one step, this process, see :func:`step`);
     ``python -m benchmarks.current_state run SIZES RUNS WORK``: the section alone."""
-    action = sys.argv[1]
-    if action == "run":
+    if sys.argv[1] == "run":
         report = current_state_bench([int(s) for s in sys.argv[2].split(",")], [], int(sys.argv[3]), Path(sys.argv[4]))
         report["targets"] = targets(report)
         print(text(report))
         print(json.dumps(report))
-    elif action == "measure":
-        print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), sys.argv[4], Path(sys.argv[5]))))
-    elif action == "inserts":
-        _inserts(int(sys.argv[2]), Path(sys.argv[4]))
-    elif action == "build":
-        build(int(sys.argv[2]), Path(sys.argv[4]))
     else:
-        build_legacy(int(sys.argv[2]), Path(sys.argv[4]))
+        print(step(sys.argv[1:]))
 
 
 if __name__ == "__main__":

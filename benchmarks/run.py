@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if "current_state" in sections:
         state = current_state_bench([20_000] if args.smoke else [int(s) for s in args.state_sizes.split(",")],
                                     [20_000] if args.smoke else [int(s) for s in args.legacy_sizes.split(",")],
-                                    runs, args.work)
+                                    runs, args.work, in_process=args.smoke)
         state["targets"] = None if args.smoke else current_state_targets(state)
         report["current_state"] = state
     report["seconds"] = time.perf_counter() - started
