@@ -140,7 +140,7 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
         try:
             ids = pa.schema([pa.field(obj.key_field, pa.string()), pa.field(needed[1], TIME)])
             with Spill(ids, _month_of(obj)) as spill:
-                for batch in _id_batches(files, needed):
+                for batch in _batches(files, needed):
                     spill.add(conform(batch, ids))
                 for partition in tx.partitions():
                     _mark_partition(tx, partition, spill, stamp, counts)
@@ -359,13 +359,16 @@ def _log_counts(table: ObjectStoragePath, counts: dict[str, int]) -> None:
 
 
 def _stamped(obj: ExportedObject, files: Sequence[ObjectStoragePath], export_id: str) -> pa.RecordBatchReader:
-    """The partition's rows with the bookkeeping columns, streamed batch by batch."""
-    scanner = _dataset(files).scanner()
-    schema = state_schema(scanner.projected_schema)
+    """The partition's rows with the bookkeeping columns, streamed row group by row group."""
+    import pyarrow.parquet as pq
+
+    with open_input(files[0]) as handle:
+        landed = pa.schema([f.remove_metadata() for f in pq.ParquetFile(handle).schema_arrow])
+    schema = state_schema(landed)
     updated, created = obj.updated_field or "", obj.created_field or ""
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for batch in scanner.to_batches():
+        for batch in (conform(b, landed) for b in _batches(files)):
             change = pc.coalesce(batch.column(updated), batch.column(created))
             n = batch.num_rows
             yield pa.RecordBatch.from_arrays(
@@ -375,20 +378,12 @@ def _stamped(obj: ExportedObject, files: Sequence[ObjectStoragePath], export_id:
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _id_batches(files: Sequence[ObjectStoragePath], columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """The id list's columns, file by file and row group by row group: the list holds every id of the
-    account, and a dataset scanner's readahead over it cost +1.3 GB at 50M ids."""
+def _batches(files: Sequence[ObjectStoragePath], columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Landed files' rows, file by file and row group by row group on this thread: a dataset scanner's
+    readahead over an id list cost +1.3 GB at 50M ids."""
     for file in files:
         with open_input(file) as handle:
             yield from row_group_batches(handle, columns)
-
-
-def _dataset(files: Sequence[ObjectStoragePath]) -> Any:
-    import pyarrow.dataset as ds
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    filesystem = PyFileSystem(FSSpecHandler(files[0].fs)) if files else None
-    return ds.dataset([str(f.path) for f in files], format="parquet", filesystem=filesystem)
 
 
 def _manifest(partition: ObjectStoragePath) -> dict[str, Any]:
