@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.landing.sink import open_input, remove_file
+from voucherify_provider.landing.spill import partition_order
 from voucherify_provider.landing.writer import ROW_GROUP_ROWS, PartWriter
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class Transaction:
 
     def partitions(self) -> list[str | None]:
         """The partitions holding files now, in order (null last)."""
-        return sorted(self._files, key=lambda p: (p is None, p or ""))
+        return sorted(self._files, key=partition_order)
 
     def files(self, partition: str | None) -> list[DataFile]:
         """The partition's files as this transaction sees them."""

@@ -22,6 +22,11 @@ import pyarrow.compute as pc
 CHUNK_ROWS = 500_000
 
 
+def partition_order(partition: str | None) -> tuple[bool, str]:
+    """Sort key of partition values: in order, null last."""
+    return partition is None, partition or ""
+
+
 class Spill:
     """Rows of ``schema`` spilled per partition value (``partition_of`` gives each row's, null allowed)."""
 
@@ -51,7 +56,7 @@ class Spill:
 
     def partitions(self) -> list[str | None]:
         """The partitions rows were spilled to, in order (null last)."""
-        return sorted(self._rows, key=lambda p: (p is None, p or ""))
+        return sorted(self._rows, key=partition_order)
 
     def rows(self, partition: str | None) -> int:
         """How many rows were spilled to ``partition``."""
