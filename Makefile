@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint demo demo-cluster bench clean
+.PHONY: test check lint docs demo demo-cluster bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,8 @@ $(CLUSTER_STAMP): | $(PY)
 # CI runs everything: .ci/run calls `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -m "not long"
 
-test: $(STAMP) $(SYSTEM_STAMP) $(CLUSTER_STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests dags demo benchmarks
-	$(VENV)/bin/mypy
+# The whole local suite: lint, the docs site built strict, every test but `long`.
+test: lint docs $(SYSTEM_STAMP) $(CLUSTER_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -55,9 +54,25 @@ demo-cluster: $(STAMP) $(CLUSTER_STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
+# The documentation site (docs/ and mkdocs.yml) into site/; --strict fails on any warning: a broken link or
+# anchor, a missing snippet section, a docstring griffe cannot match to its signature.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The fast tier (under 2 min): ruff, mypy and the tests marked `unit` (no Airflow stack, no scheduler or
+# api-server process, no external service such as moto, PostgreSQL, Redis, Spark or chromium).
+check: lint
+	$(PY) -m pytest -q -m unit
+
+SOURCES := voucherify_provider tests dags demo harness benchmarks docs/_ext
 lint: $(STAMP)
-	$(VENV)/bin/ruff check voucherify_provider tests dags demo benchmarks
+	$(VENV)/bin/ruff check $(SOURCES)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .demo-cluster
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo .demo-cluster site

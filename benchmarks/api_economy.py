@@ -14,9 +14,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from demo.stack import AirflowStack, EmulatorProcess
+from harness.paths import REPO_ROOT as ROOT
+from harness.stack import AirflowStack, EmulatorProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "voucherify_redemption"
 FIRST = date(2024, 1, 1)
 

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.process import ROOT, peak_rss_mb
+from harness.paths import REPO_ROOT as ROOT
+from harness.process import peak_rss_mb
 
 DAY = 16_000
 MS_PER_RECORD = 86_400_000 // DAY

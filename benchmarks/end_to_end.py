@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from benchmarks.engines import bench_export_task
-from benchmarks.process import run_engine
-from demo.stack import EmulatorProcess
+from harness.process import run_engine
+from harness.stack import EmulatorProcess
 
 
 def _window_request() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.inputs import FIELDS
-from benchmarks.process import peak_rss_mb
+from harness.process import peak_rss_mb
 
 
 def _chunks(csv_path: Path) -> Any:

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from demo.stack import EmulatorProcess
+from harness.stack import EmulatorProcess
 
 FIRST = date(2024, 1, 1)
 CONN_ID = "voucherify_bench_incremental"
@@ -57,8 +57,8 @@ def incremental_vs_snapshot(records: int, days: int, work: Path) -> dict[str, An
 
 def _run(emulator: EmulatorProcess, mode: str, window: tuple[datetime, datetime], lake: Path) -> dict[str, Any]:
     from voucherify_provider import catalog
+    from voucherify_provider.operators.current_state import VoucherifyMergeCurrentStateOperator
     from voucherify_provider.operators.export import VoucherifyCreateExportOperator
-    from voucherify_provider.transfers.current_state import VoucherifyMergeCurrentStateOperator
     from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
     before = Counter(e["route"] for e in emulator.admin("GET", "requests")["log"])

@@ -27,8 +27,9 @@ from benchmarks.current_state import text as current_state_text
 from benchmarks.end_to_end import end_to_end
 from benchmarks.incremental import incremental_vs_snapshot
 from benchmarks.inputs import make_redemption_csv
-from benchmarks.process import ROOT, run_engine
 from benchmarks.table_formats import table_formats
+from harness.paths import REPO_ROOT as ROOT
+from harness.process import run_engine
 
 ENGINES = ("provider", "pyarrow", "pandas", "duckdb", "polars")
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.process import peak_rss_mb
+from harness.paths import REPO_ROOT as ROOT
+from harness.process import peak_rss_mb
 
-ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_704_067_200_000  # 2024-01-01
 
 

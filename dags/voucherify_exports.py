@@ -1,3 +1,4 @@
+# --8<-- [start:settings]
 """Voucherify → Parquet: one DAG per exported object, generated from the provider's catalog.
 
 Copy this file into your DAGs folder. Deployment settings come from environment variables (read here,
@@ -27,6 +28,7 @@ VOUCHERIFY_RECONCILE            weekly                                full id li
                                                                       daily or never
 =============================== ===================================== ========================================
 """
+# --8<-- [end:settings]
 
 from __future__ import annotations
 
@@ -42,11 +44,11 @@ try:
     from airflow.sdk import CronDataIntervalTimetable
 except ImportError:  # Airflow 3.1 and 3.2: the timetable lives in core
     from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
-from voucherify_provider.operators.export import VoucherifyCreateExportOperator
-from voucherify_provider.transfers.current_state import (
+from voucherify_provider.operators.current_state import (
     VoucherifyMarkDeletedOperator,
     VoucherifyMergeCurrentStateOperator,
 )
+from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
 
@@ -77,6 +79,7 @@ RECONCILE = _env("VOUCHERIFY_RECONCILE", "weekly").lower()
 if RECONCILE not in ("weekly", "daily", "never"):
     raise ValueError(f"VOUCHERIFY_RECONCILE must be weekly, daily or never, got {RECONCILE!r}")
 
+# --8<-- [start:destination]
 # Params override per run; an empty destination falls back to the Variable, then to the env default.
 DESTINATION_TEMPLATE = (
     "{{ params.destination or var.value.get('voucherify_destination', '" + DESTINATION.replace("'", "\\'") + "') }}"
@@ -86,6 +89,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "retry_delay": timedelta(seconds=float(_env("VOUCHERIFY_RETRY_DELAY", "60"))),
     "pool": POOL,
 }
+# --8<-- [end:destination]
 
 
 def _mode(obj: catalog.ExportedObject) -> str:
@@ -130,6 +134,7 @@ Exports {what} through Voucherify's export API and lands it as typed, zstd-compr
 """
 
 
+# --8<-- [start:windows]
 @task
 def windows(lookback: int, **context: Any) -> list[dict[str, str]]:
     """The run's window and the ``lookback`` windows before it, oldest first.
@@ -138,7 +143,7 @@ def windows(lookback: int, **context: Any) -> list[dict[str, str]]:
     date, REST ``"logical_date": null``) takes the latest complete interval of the timetable before it.
     """
     from voucherify_provider.errors import VoucherifyConfigError
-    from voucherify_provider.operators._common import fail_task
+    from voucherify_provider.outcomes import fail_task
     from voucherify_provider.window import Window
 
     try:
@@ -150,8 +155,10 @@ def windows(lookback: int, **context: Any) -> list[dict[str, str]]:
         {"window_start": (window.start - k * step).isoformat(), "window_end": (window.end - k * step).isoformat()}
         for k in range(int(lookback), -1, -1)
     ]
+# --8<-- [end:windows]
 
 
+# --8<-- [start:reconcile_due]
 @task.short_circuit
 def reconcile_due(reconcile: str, **context: Any) -> bool:
     """Whether this run lists every id to mark deletions: ``always``/``never`` from the param, else by
@@ -165,17 +172,21 @@ def reconcile_due(reconcile: str, **context: Any) -> bool:
         return False
     monday = (end - timedelta(days=end.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
     return bool(start < monday <= end)
+# --8<-- [end:reconcile_due]
 
 
+# --8<-- [start:land_kwargs]
 def _land_kwargs(pair: Any) -> dict[str, Any]:
     export_id, window = pair
     return {"export_id": export_id, **window}
+# --8<-- [end:land_kwargs]
 
 
 def build_dag(obj: catalog.ExportedObject) -> DAG:
     """One DAG landing one exported object."""
     mode = _mode(obj)
     fields = list(obj.fields)
+    # --8<-- [start:dag]
     with DAG(
         dag_id=f"voucherify_{obj.name}",
         description=f"Voucherify {obj.name} export → Parquet ({mode})",
@@ -199,11 +210,16 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
                if mode == "changes" else {}),
         },
     ) as dag:
+        # --8<-- [end:dag]
+        # --8<-- [start:tasks]
+        # --8<-- [start:task_args]
         common: dict[str, Any] = {"exported_object": obj.name, "voucherify_conn_id": CONN_ID}
         waiting: dict[str, Any] = {"wait_for_completion": True, "deferrable": DEFERRABLE,
                                    "poll_interval": POLL_INTERVAL}
         landing: dict[str, Any] = {"destination": DESTINATION_TEMPLATE, "destination_conn_id": DESTINATION_CONN_ID,
                                    "outlets": [Asset(name=f"voucherify.{obj.name}")], **common}
+        # --8<-- [end:task_args]
+        # --8<-- [start:windowed]
         if mode in ("window", "changes"):
             spans = windows(lookback="{{ params.lookback }}")
             export = VoucherifyCreateExportOperator.partial(
@@ -213,15 +229,20 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
                 export.output.zip(spans).map(_land_kwargs))
             if mode == "changes":
                 _current_state(obj, land, common, waiting)
+        # --8<-- [end:windowed]
         else:
+            # --8<-- [start:snapshot]
             export_one = VoucherifyCreateExportOperator(
                 task_id="export", fields=fields, windowed=False, **waiting, **common,
             )
             export_one >> VoucherifyDownloadToWarehouseOperator(task_id="land", export_id=export_one.output,
                                                                 **landing)
+            # --8<-- [end:snapshot]
+        # --8<-- [end:tasks]
     return dag
 
 
+# --8<-- [start:current_state]
 def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any], waiting: dict[str, Any]) -> None:
     """Merge the run's change windows into the current-state table; on reconcile runs, then mark deletions
     from a full export of the ids (landed apart, under ``<destination>/_reconcile``)."""
@@ -238,6 +259,7 @@ def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any
     mark = VoucherifyMarkDeletedOperator(task_id="mark_deleted", snapshot=ids_landed.output, **target)
     due >> ids >> ids_landed >> mark
     merge >> mark
+# --8<-- [end:current_state]
 
 
 for _name in OBJECTS:

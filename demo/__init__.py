@@ -1,1 +1,2 @@
-"""The one-command demo (``make demo``) and the process helpers the end-to-end tests share."""
+"""The demos: ``make demo`` (``python -m demo``) and ``make demo-cluster`` (``python -m demo.cluster``), thin users
+of the process harness (:mod:`harness`)."""

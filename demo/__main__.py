@@ -8,14 +8,13 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from demo.stack import AirflowStack, EmulatorProcess
 from demo.summary import current_states, partitions, render
+from harness.paths import EXAMPLE_DAGS, REPO_ROOT
+from harness.stack import AirflowStack, EmulatorProcess
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / ".demo"
-WAREHOUSE = ROOT / "warehouse"
+WORK = REPO_ROOT / ".demo"
+WAREHOUSE = REPO_ROOT / "warehouse"
 FIRST_DAY, LAST_DAY = "2024-01-01", "2024-01-03"
 
 
@@ -37,7 +36,7 @@ def main() -> int:
             "VOUCHERIFY_POLL_INTERVAL": "1",
             "VOUCHERIFY_RETRY_DELAY": "5",
         }
-        airflow = AirflowStack(WORK / "airflow", ROOT / "dags", env)
+        airflow = AirflowStack(WORK / "airflow", EXAMPLE_DAGS, env)
         airflow.prepare(pools={"voucherify_api": 4})
         backfills = [airflow.backfill(dag_id, FIRST_DAY, LAST_DAY) for dag_id in dag_ids]
         with airflow:

@@ -1,4 +1,8 @@
-"""Shared fixtures: an isolated AIRFLOW_HOME, a running emulator and a connection pointing at it."""
+"""Fixtures and the test environment: an isolated AIRFLOW_HOME, a running emulator and a connection pointing at it.
+
+The environment is set at import, before anything imports Airflow; pytest alone imports this module (test
+modules import shared helpers from :mod:`tests.support`, never from here).
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,21 @@ from pathlib import Path
 _HOME = Path(tempfile.mkdtemp(prefix="vcf-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-# dag.test() syncs DAGs from the DAGs folder: test DAG files are written here (see tests/airflow_support.py).
-DAGS_FOLDER = _HOME / "dags"
-DAGS_FOLDER.mkdir()
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
+# dag.test() syncs DAGs from the DAGs folder: test DAG files are written here (tests/support/dag_files.py).
+(_HOME / "dags").mkdir()
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
 os.environ.pop("AIRFLOW_CONN_VOUCHERIFY_DEFAULT", None)
 
 import pytest  # noqa: E402
 
+from tests.support.sleeps import Sleeps  # noqa: E402
 from voucherify_provider.emulator import EmulatorConfig, run_emulator  # noqa: E402
 from voucherify_provider.hooks._core import RetryPolicy  # noqa: E402
 
-# Voucherify's OpenAPI specs, vendored (tests/specs/README.md says from where and under which licence).
-SPECS = Path(__file__).resolve().parent / "specs"
 APP_TOKEN = "tok-EMULATOR-s3cr3t-7c1d"
 
 
+# --8<-- [start:emulator_fixtures]
 @pytest.fixture(scope="session")
 def emulator():
     """One emulator for the session (scale 200 over a week); tests reset it as they need."""
@@ -43,6 +46,7 @@ def emu(emulator, monkeypatch):
     yield emulator
     mutable = {k: before[k] for k in EmulatorConfig.MUTABLE_AT_RUNTIME}
     emulator.configure(**mutable)
+# --8<-- [end:emulator_fixtures]
 
 
 @pytest.fixture(scope="session")
@@ -54,13 +58,6 @@ def airflow_db():
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, timeout=300)
     return _HOME
-
-
-class Sleeps(list):
-    """Records requested sleeps instead of sleeping (retry tests stay fast)."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 @pytest.fixture

@@ -14,34 +14,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from tests.helpers import wait_done
+from tests.support.exports import wait_done
+from tests.support.operators import JAN2, JAN3, UTC, context
+from voucherify_provider.catalog import CatalogError
+from voucherify_provider.errors import VoucherifyAuthError, VoucherifyConfigError
 from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.sensors.export import VoucherifyExportDoneSensor
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 from voucherify_provider.triggers.export import VoucherifyExportTrigger
 
-UTC = timezone.utc
-JAN2, JAN3 = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
+pytestmark = pytest.mark.unit
+
 FIELDS = ["id", "date", "order_amount"]
 HEADER = b"ID,Date,Order Amount\r\n"
 GOOD_ROW = b"r_1,2024-01-02T01:00:00.000Z,12.50\r\n"
-
-
-class StateStore(dict):
-    """Stands in for Airflow 3.3's task_state_store."""
-
-    def set(self, key: str, value: Any) -> None:
-        self[key] = value
-
-
-def context(**extra: Any) -> dict[str, Any]:
-    return {"data_interval_start": JAN2, "data_interval_end": JAN3, "task_state_store": StateStore(), **extra}
 
 
 @dataclass
@@ -199,13 +192,31 @@ CASES: list[tuple[str, Callable[[Env], Any], str, bool]] = [
 ]
 
 
-@pytest.mark.parametrize(("action", "message", "no_calls"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_named_and_leaves_nothing(emu, hook, tmp_path, monkeypatch, action, message, no_calls):
+PARSE_TIME = {"unknown object", "misspelled object", "misspelled field", "unknown field", "fields as one string",
+              "repeated field", "empty field list", "unknown order", "doubled order sign", "filters not a mapping",
+              "filter without conditions", "unknown filter operator", "unknown filter field", "bad junction"}
+# What each case raises, exactly: a DAG-file error at parse time, AirflowFailException (fail at once: a
+# retry would meet the same mistake), or an error Airflow retries (the API or the export may recover).
+RAISES: dict[str, type[BaseException]] = {
+    **dict.fromkeys(PARSE_TIME, CatalogError),
+    "snapshot object windowed": VoucherifyConfigError,
+    "bad on_bad_value": VoucherifyConfigError,
+    "wrong cluster or key (401)": VoucherifyAuthError,  # a key rotated in the connection works on retry
+    "destination under a file": PermissionError,  # the store's permissions can be fixed between tries
+    "export not done yet": AirflowException,
+}
+
+
+@pytest.mark.parametrize(("case", "action", "message", "no_calls"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_named_and_leaves_nothing(emu, hook, tmp_path, monkeypatch, case, action, message, no_calls):
     dest = tmp_path / "warehouse"
     dest.mkdir()
     env = Env(emu, hook, dest, monkeypatch)
-    with pytest.raises(Exception, match=message) as caught:
+    expected = RAISES.get(case, AirflowFailException)
+    with pytest.raises(expected, match=message) as caught:
         action(env)
+    exact = type(caught.value) is expected or (expected is CatalogError and isinstance(caught.value, CatalogError))
+    assert exact, f"{case}: raised {type(caught.value).__name__}, expected {expected.__name__}"
     assert "Traceback" not in str(caught.value)
     leftovers = [p for p in dest.rglob("*") if p.is_file() and p.name != "file"]
     assert leftovers == []

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT
 
 
 def test_bench_smoke(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path / "results"),
-                           "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=900)
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next((tmp_path / "results").glob("bench-smoke-*.json")).read_text())
     engines = {(r["size"], r["engine"]) for r in report["landing"]}

@@ -2,8 +2,10 @@ import json
 
 import pytest
 
-from tests.conftest import SPECS
+from tests.support.contract import SPECS
 from voucherify_provider import catalog
+
+pytestmark = pytest.mark.unit
 
 SPEC = SPECS / "exports.json"
 ENUM_NAMES = {

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from demo.stack import AirflowStack, EmulatorProcess
-from tests.warehouse_checks import assert_matches_ground_truth, files_under, secrets_found
+from harness.paths import EXAMPLE_DAGS
+from harness.stack import AirflowStack, EmulatorProcess
+from tests.support.warehouse_checks import assert_matches_ground_truth, files_under, secrets_found
 from voucherify_provider import catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(1500)]
 
-REPO = Path(__file__).resolve().parents[1]
 # The objects the example DAGs land in created_at windows (the mutable ones land as snapshots).
 OBJECTS = [o.name for o in catalog.OBJECTS.values() if o.windowable and not o.mutable]
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
@@ -38,7 +37,7 @@ def test_chaos_backfill_lands_every_window_exactly(tmp_path):
                "VOUCHERIFY_OBJECTS": ",".join(OBJECTS), "VOUCHERIFY_START_DATE": DAYS[0],
                "VOUCHERIFY_END_DATE": DAYS[-1], "VOUCHERIFY_POLL_INTERVAL": "1", "VOUCHERIFY_RETRIES": "6",
                "VOUCHERIFY_RETRY_DELAY": "2"}
-        airflow = AirflowStack(home, REPO / "dags", env)
+        airflow = AirflowStack(home, EXAMPLE_DAGS, env)
         airflow.prepare(pools={"voucherify_api": 3})
         backfills = [airflow.backfill(f"voucherify_{obj}", DAYS[0], DAYS[-1]) for obj in OBJECTS]
         with airflow:

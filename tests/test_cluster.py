@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from demo.celery_stack import CeleryAirflowStack
-from demo.cluster import WAREHOUSE_PREFIX, Cluster, cluster_services
-from demo.services import MissingService
-from demo.stack import EmulatorProcess, wait_until
-from tests.warehouse_checks import (
+from harness.celery_stack import CeleryAirflowStack
+from harness.cluster import WAREHOUSE_PREFIX, Cluster, cluster_services
+from harness.services import MissingService
+from harness.stack import EmulatorProcess, wait_until
+from tests.support.warehouse_checks import (
     STATE_FIELDS,
     assert_matches_ground_truth,
     assert_snapshots_match,
@@ -37,7 +37,7 @@ from tests.warehouse_checks import (
     state_rows,
     truth_rows,
 )
-from voucherify_provider.hooks._endpoints import iso_utc
+from voucherify_provider.utc import iso_utc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(2700)]
 

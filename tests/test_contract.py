@@ -6,10 +6,12 @@ import httpx
 import pytest
 from jsonschema import ValidationError
 
-from tests.contract import check_request, check_response
-from tests.helpers import wait_done, window_filter
+from tests.support.contract import check_request, check_response
+from tests.support.exports import wait_done, window_filter
 from voucherify_provider import catalog
 from voucherify_provider.hooks import _endpoints as ep
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from voucherify_provider.hooks._core import (
     server_wait_hint,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def settings(host, **extra):
     return ConnectionSettings.from_connection("vc", "app", "tok", host, extra)

@@ -13,12 +13,12 @@ from typing import Any
 import psutil
 import pytest
 
-from demo.stack import VENV_BIN, AirflowStack, EmulatorProcess, ManagedProcess, wait_until
-from tests.warehouse_checks import assert_matches_ground_truth
+from harness.paths import EXAMPLE_DAGS, VENV_BIN
+from harness.stack import AirflowStack, EmulatorProcess, ManagedProcess, wait_until
+from tests.support.warehouse_checks import assert_matches_ground_truth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[1]
 DAY, NEXT = "2024-01-02", "2024-01-03"
 
 
@@ -45,7 +45,7 @@ def stack(tmp_path: Path, emulator: EmulatorProcess, deferrable: bool, **extra: 
            "VOUCHERIFY_DESTINATION": str(tmp_path / "warehouse"), "VOUCHERIFY_OBJECTS": "redemption",
            "VOUCHERIFY_START_DATE": DAY, "VOUCHERIFY_END_DATE": DAY, "VOUCHERIFY_POLL_INTERVAL": "1",
            "VOUCHERIFY_DEFERRABLE": str(deferrable).lower(), "VOUCHERIFY_RETRY_DELAY": "2", **extra}
-    airflow = AirflowStack(tmp_path / "airflow", REPO / "dags", env)
+    airflow = AirflowStack(tmp_path / "airflow", EXAMPLE_DAGS, env)
     airflow.prepare(pools={"voucherify_api": 2})
     return airflow
 

@@ -22,6 +22,8 @@ from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing import current_state as cs
 from voucherify_provider.landing import delta_files, spill
 
+pytestmark = pytest.mark.unit
+
 UTC = timezone.utc
 ORDER = catalog.OBJECTS["order"]
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -206,7 +208,7 @@ def test_an_id_list_without_creation_times_is_refused_with_the_fix(table, tmp_pa
 def test_an_explicit_cutoff_before_the_interval_is_kept(table, tmp_path):
     """The operator's cutoff is used as given, even before the run's data interval: a record changed between
     the cutoff and the interval start may be newer than the id list, so it must stay live."""
-    from voucherify_provider.transfers.current_state import VoucherifyMarkDeletedOperator
+    from voucherify_provider.operators.current_state import VoucherifyMarkDeletedOperator
 
     path, target = table
     cutoff = T0 + timedelta(days=10)

@@ -2,7 +2,7 @@
 
 The sdist and the wheel are built (``python -m build``: the wheel from the sdist, so the sdist is proven
 complete) and must carry ``voucherify_provider`` only. The wheel is installed into a fresh virtualenv
-with the newest Airflow the project pins (constraints.txt) and with the oldest it supports
+with the newest Airflow the project pins (constraints.txt), the newest 3.2.x and the oldest it supports
 (tests/compat/), and there Airflow lists the provider with its version, registers the ``voucherify``
 connection type and the trigger, parses ``dags/voucherify_exports.py`` without import errors, and runs a
 created_at-windowed and a change-window DAG (with its current-state merge) with ``airflow dags test``
@@ -22,14 +22,14 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from demo.stack import EmulatorProcess
-from tests.warehouse_checks import assert_matches_ground_truth
+from harness.paths import EXAMPLE_DAGS, REPO_ROOT
+from harness.stack import EmulatorProcess
+from tests.support.warehouse_checks import assert_matches_ground_truth
 from voucherify_provider import __version__
 
-REPO = Path(__file__).resolve().parents[1]
-NEWEST, OLDEST = "3.3.2", "3.1.8"
-CONSTRAINTS = {NEWEST: REPO / "constraints.txt",
-               OLDEST: REPO / "tests" / "compat" / f"constraints-airflow-{OLDEST}.txt"}
+NEWEST, NEWEST_3_2, OLDEST = "3.3.2", "3.2.2", "3.1.8"
+CONSTRAINTS = {NEWEST: REPO_ROOT / "constraints.txt",
+               **{v: REPO_ROOT / "tests" / "compat" / f"constraints-airflow-{v}.txt" for v in (NEWEST_3_2, OLDEST)}}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -64,7 +64,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600)
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)], timeout=900)
+    run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO_ROOT)], timeout=900)
     return {"wheel": next(out.glob("*.whl")), "sdist": next(out.glob("*.tar.gz"))}
 
 
@@ -82,8 +82,8 @@ def test_wheel_and_sdist_carry_the_provider_only(dist):
 
 
 # Each version costs a fresh virtualenv (~75 s of pip) and an `airflow dags test`: the suites behind `long`.
-@pytest.fixture(scope="module", params=[pytest.param(NEWEST, marks=pytest.mark.long),
-                                        pytest.param(OLDEST, marks=pytest.mark.long)])
+@pytest.fixture(scope="module",
+                params=[pytest.param(v, marks=pytest.mark.long) for v in (NEWEST, NEWEST_3_2, OLDEST)])
 def installed(request, dist, tmp_path_factory) -> tuple[str, Path]:
     """A fresh virtualenv holding the built wheel and one Airflow version."""
     version = request.param
@@ -97,7 +97,7 @@ def installed(request, dist, tmp_path_factory) -> tuple[str, Path]:
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VOUCHERIFY_", "PYTHONPATH"))}
     env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), **extra})
+                "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS), **extra})
     return env
 
 
@@ -107,7 +107,7 @@ def test_airflow_registers_the_provider_and_parses_the_dags(installed, tmp_path)
     listed = run([str(venv / "bin" / "airflow"), "providers", "list", "-o", "json"], env)
     providers = {p["package_name"]: p for p in json.loads(listed[listed.index("["):])}
     assert providers["airflow-provider-voucherify"]["version"] == __version__, version
-    probe = json.loads(run([str(venv / "bin" / "python"), "-c", PROBE.replace("DAGS", repr(str(REPO / "dags")))],
+    probe = json.loads(run([str(venv / "bin" / "python"), "-c", PROBE.replace("DAGS", repr(str(EXAMPLE_DAGS)))],
                            env).strip().splitlines()[-1])
     assert probe["version"] == __version__
     assert probe["hook"] == "voucherify_provider.hooks.voucherify.VoucherifyHook"

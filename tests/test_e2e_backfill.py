@@ -4,16 +4,15 @@ DAGs against the emulator (with export latency, deferrable waits), checked again
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from demo.stack import AirflowStack, EmulatorProcess
-from tests.warehouse_checks import assert_matches_ground_truth, landed, secrets_found
+from harness.paths import EXAMPLE_DAGS
+from harness.stack import AirflowStack, EmulatorProcess
+from tests.support.warehouse_checks import assert_matches_ground_truth, landed, secrets_found
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(900)]
 
-REPO = Path(__file__).resolve().parents[1]
 OBJECTS = ("redemption", "publication")
 DAYS = [f"2024-01-0{d}" for d in range(1, 8)]
 APP_TOKEN = "e2e-secret-key-9d2b7a41"  # distinctive, so a leak anywhere is found by the scan
@@ -28,7 +27,7 @@ def test_week_backfill_matches_ground_truth_and_reruns_change_nothing(tmp_path):
                "VOUCHERIFY_OBJECTS": ",".join(OBJECTS), "VOUCHERIFY_START_DATE": DAYS[0],
                "VOUCHERIFY_END_DATE": DAYS[-1], "VOUCHERIFY_DEFERRABLE": "true",
                "VOUCHERIFY_POLL_INTERVAL": "1", "VOUCHERIFY_RETRY_DELAY": "2"}
-        airflow = AirflowStack(tmp_path / "airflow", REPO / "dags", env)
+        airflow = AirflowStack(tmp_path / "airflow", EXAMPLE_DAGS, env)
         airflow.prepare(pools={"voucherify_api": 3})
         backfills = [airflow.backfill(dag_id, DAYS[0], DAYS[-1]) for dag_id in dag_ids]
         with airflow:

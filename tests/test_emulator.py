@@ -6,18 +6,56 @@ import csv
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
+import textwrap
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import wait_done, window_filter
+from tests.support.exports import wait_done, window_filter
 from voucherify_provider.emulator import EmulatorConfig, run_emulator
-from voucherify_provider.emulator.dataset import DAY_MS, FAILURE_CODES, Dataset, iso_ms, to_ms
+from voucherify_provider.emulator.dataset import DAY_MS, FAILURE_CODES, Dataset, to_ms
 from voucherify_provider.emulator.server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ManualClock:
+    """Stands in for the exports model's monotonic clock: time passes only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(emu) -> Iterator[ManualClock]:
+    """The session emulator's export lifecycle on a clock the test moves."""
+    exports = emu.backend.exports
+    manual, real = ManualClock(), exports.clock
+    exports.clock = manual
+    yield manual
+    emu.reset()  # exports timed on the manual clock mean nothing on the real one
+    exports.clock = real
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -98,23 +136,23 @@ def test_filters_junction_and_operators(hook, emu):
     assert bad.status_code == 400 and "$near" in bad.json()["details"]
 
 
-def test_export_lifecycle_delays(emu, hook):
+def test_export_lifecycle_delays(emu, hook, clock):
     emu.configure(scheduled_seconds=0.3, in_progress_seconds=0.3)
     export = hook.create_export("customer")
     assert hook.get_export(export["id"])["status"] == "SCHEDULED"
-    time.sleep(0.35)
+    clock.advance(0.35)
     assert hook.get_export(export["id"])["status"] == "IN_PROGRESS"
-    time.sleep(0.3)
+    clock.advance(0.3)
     assert hook.get_export(export["id"])["status"] == "DONE"
 
 
-def test_export_durations_spread_between_the_bounds(emu, hook):
+def test_export_durations_spread_between_the_bounds(emu, hook, clock):
     emu.configure(in_progress_seconds=0.2, in_progress_seconds_max=1.2)
     ids = [hook.create_export("customer")["id"] for _ in range(12)]
-    time.sleep(0.5)
+    clock.advance(0.5)
     early = [hook.get_export(i)["status"] for i in ids]
     assert "DONE" in early and "IN_PROGRESS" in early  # some short exports, some long ones
-    time.sleep(0.8)
+    clock.advance(0.8)
     assert {hook.get_export(i)["status"] for i in ids} == {"DONE"}
 
 
@@ -166,7 +204,7 @@ def test_random_faults_are_deterministic_per_seed():
 
 
 def test_slow_response_read_timeout_is_retried(emu, monkeypatch):
-    from tests.conftest import Sleeps
+    from tests.support.sleeps import Sleeps
     from voucherify_provider.hooks._core import RetryPolicy
     from voucherify_provider.hooks.voucherify import VoucherifyHook
 
@@ -177,7 +215,8 @@ def test_slow_response_read_timeout_is_retried(emu, monkeypatch):
     export = impatient.create_export("voucher")
     emu.inject({"route": "get_export", "delay": 1.0})
     assert impatient.get_export(export["id"])["id"] == export["id"]
-    time.sleep(1.0)  # the abandoned slow request is logged when the server finishes it
+    # The abandoned slow request is logged when the server finishes it, a second after it came in.
+    wait_until(lambda: emu.requests()["counts"].get("get_export", 0) >= 2)
     assert emu.requests()["counts"]["get_export"] == 2
 
 
@@ -205,13 +244,31 @@ def test_command_line_server(tmp_path):
         proc.wait(timeout=20)
 
 
-def test_millions_of_rows_cost_no_memory():
+# Run in a fresh process: ru_maxrss is a peak, so in the test process an earlier test's peak would hide any
+# growth. A small emulator first pays for imports, threads and the HTTP client, so the growth is the scale's.
+MEMORY_PROBE = textwrap.dedent("""
+    import json, resource
+    from voucherify_provider.emulator import EmulatorConfig, run_emulator
+    from voucherify_provider.emulator.dataset import iso_ms
+
+    with run_emulator(EmulatorConfig(scale=100)) as warm_up:
+        warm_up.ground_truth("redemption", "2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with run_emulator(EmulatorConfig(scale=5_000_000)) as emu:
-        truth = emu.ground_truth("redemption", "2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z")
-        assert truth["count"] == pytest.approx(5_000_000 / 7, rel=0.01)
-        assert emu.ground_truth("redemption")["count"] == 5_000_000
-        first = emu.backend.dataset.row("redemption", 4_999_999)
-        assert iso_ms(first["date"]) < "2024-01-08"
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 50
+        window = emu.ground_truth("redemption", "2024-01-03T00:00:00Z", "2024-01-04T00:00:00Z")["count"]
+        total = emu.ground_truth("redemption")["count"]
+        last = iso_ms(emu.backend.dataset.row("redemption", 4_999_999)["date"])
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB on Linux
+    print(json.dumps({"window": window, "total": total, "last": last, "grown_mb": grown_kb / 1024}))
+""")
+
+
+def test_millions_of_rows_cost_no_memory():
+    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["window"] == pytest.approx(5_000_000 / 7, rel=0.01)
+    assert seen["total"] == 5_000_000
+    assert seen["last"] < "2024-01-08"
+    assert seen["grown_mb"] < 50

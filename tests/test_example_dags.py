@@ -8,18 +8,18 @@ import shutil
 import socket
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 
-from tests.conftest import DAGS_FOLDER
+from harness.paths import EXAMPLE_DAGS
+from tests.support.dag_files import dags_folder
 from voucherify_provider import catalog
 
-REPO_DAGS = Path(__file__).resolve().parents[1] / "dags"
 UTC = timezone.utc
 
 
+@pytest.mark.unit
 def test_dagbag_integrity_without_network(monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -28,7 +28,7 @@ def test_dagbag_integrity_without_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     before = set(sys.modules)
-    bag = DagBag(dag_folder=str(REPO_DAGS))
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}  # DagBag also rejects cycles as import errors
     assert sorted(bag.dag_ids) == sorted(f"voucherify_{name}" for name in catalog.OBJECTS)
     for dag in bag.dags.values():
@@ -39,11 +39,12 @@ def test_dagbag_integrity_without_network(monkeypatch):
     assert heavy == set(), f"parsing the DAGs imported {sorted(heavy)}"
 
 
+@pytest.mark.unit
 def test_every_param_resolves_with_its_default():
     """The UI's Trigger dialog submits the defaults as they open: each must be valid and not required-empty."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO_DAGS))
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     for dag in bag.dags.values():
         for name, param in dag.params.items():
             param = dag.params.get_param(name)
@@ -53,10 +54,11 @@ def test_every_param_resolves_with_its_default():
             assert nullable or param.value not in (None, ""), f"{dag.dag_id}: param {name} opens required and empty"
 
 
+@pytest.mark.unit
 def test_modes_follow_the_catalog():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO_DAGS))
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     for name, obj in catalog.OBJECTS.items():
         dag = bag.dags[f"voucherify_{name}"]
         expected = ("window" if obj.windowable and not obj.mutable
@@ -66,14 +68,15 @@ def test_modes_follow_the_catalog():
         assert ("merge_current_state" in dag.task_dict) == (expected == "changes")
 
 
+# --8<-- [start:example_dags]
 @pytest.fixture
 def example_dags(airflow_db, emu, tmp_path, monkeypatch):
     monkeypatch.setenv("VOUCHERIFY_CONN_ID", "voucherify_test")
     monkeypatch.setenv("VOUCHERIFY_DESTINATION", str(tmp_path / "lake"))
     monkeypatch.setenv("VOUCHERIFY_OBJECTS", "redemption,customer,points_expiration")
     monkeypatch.setenv("VOUCHERIFY_DEFERRABLE", "true")
-    target = DAGS_FOLDER / "voucherify_exports.py"
-    shutil.copy(REPO_DAGS / "voucherify_exports.py", target)
+    target = dags_folder() / "voucherify_exports.py"
+    shutil.copy(EXAMPLE_DAGS / "voucherify_exports.py", target)
     spec = importlib.util.spec_from_file_location("example_voucherify_exports", target)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -95,6 +98,7 @@ def test_windowed_dag_with_lookback_lands_each_window_once(example_dags, emu):
         assert sorted(ids) == sorted(truth["ids"]) and manifest["rows"] == truth["count"]
     assert sorted(p.name for p in (lake / "redemption").iterdir()) == [
         "window_start=20240102T000000Z", "window_start=20240103T000000Z"]
+# --8<-- [end:example_dags]
 
 
 def test_snapshot_dag_lands_everything(example_dags, emu):

@@ -12,8 +12,8 @@ from types import ModuleType
 import httpx
 import pytest
 
-from tests.conftest import SPECS
-from tests.helpers import wait_done
+from tests.support.contract import SPECS
+from tests.support.exports import wait_done
 
 
 def _generate(name: str, out_dir: Path) -> ModuleType:

@@ -11,6 +11,8 @@ from voucherify_provider.hooks._core import RetryPolicy
 from voucherify_provider.hooks.voucherify import ExportStatus
 from voucherify_provider.hooks.voucherify_async import VoucherifyAsyncHook
 
+pytestmark = pytest.mark.unit
+
 
 def make_hook(sleeps):
     async def fake_sleep(seconds):

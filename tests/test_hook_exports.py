@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tests.helpers import read_parts, wait_done, window_filter
+from tests.support.exports import read_parts, wait_done, window_filter
 from voucherify_provider.catalog import UnknownFieldError
 from voucherify_provider.emulator import EmulatorConfig, run_emulator
 from voucherify_provider.errors import (
@@ -19,6 +19,8 @@ from voucherify_provider.errors import (
 )
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks.voucherify import ExportStatus, VoucherifyHook
+
+pytestmark = pytest.mark.unit
 
 DAY1, DAY2 = "2024-01-02T00:00:00.000Z", "2024-01-03T00:00:00.000Z"
 
@@ -104,7 +106,7 @@ def test_create_export_is_resent_after_429(hook, emu):
 
 
 def test_connect_errors_retry_then_fail_clearly(monkeypatch):
-    from tests.conftest import Sleeps
+    from tests.support.sleeps import Sleeps
     from voucherify_provider.emulator.server import free_port
     from voucherify_provider.hooks._core import RetryPolicy
 

@@ -8,6 +8,8 @@ import pytest
 
 from voucherify_provider.errors import VoucherifyApiError, VoucherifyConfigError, VoucherifyNotFoundError
 
+pytestmark = pytest.mark.unit
+
 
 def test_order_upsert_get_update(hook, emu):
     created = hook.create_order({"source_id": "shop-1", "amount": 12345, "status": "PAID",

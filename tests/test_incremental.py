@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from tests.airflow_support import DagFile
+from tests.support.dag_files import DagFile
 
 UTC = timezone.utc
 # Weekly windows (Sunday to Sunday) cover the emulator's records (created Jan 1-8) and their history.
@@ -19,7 +19,7 @@ WEEK_ENDS = [datetime(2024, 1, 7, tzinfo=UTC) + timedelta(weeks=k) for k in rang
 STATE_FIELDS = ["id", "created_at", "updated_at", "status", "amount"]
 
 CHANGES_DAG = """
-from voucherify_provider.transfers.current_state import VoucherifyMergeCurrentStateOperator
+from voucherify_provider.operators.current_state import VoucherifyMergeCurrentStateOperator
 with DAG(DAG_ID, schedule=CronDataIntervalTimetable('@weekly', timezone='UTC'),
          start_date=datetime(2023, 12, 31, tzinfo=timezone.utc), catchup=False) as dag:
     create = VoucherifyCreateExportOperator(task_id='create', exported_object='order', incremental=True,
@@ -33,7 +33,7 @@ with DAG(DAG_ID, schedule=CronDataIntervalTimetable('@weekly', timezone='UTC'),
 """
 
 IDS_DAG = """
-from voucherify_provider.transfers.current_state import VoucherifyMarkDeletedOperator
+from voucherify_provider.operators.current_state import VoucherifyMarkDeletedOperator
 with DAG(DAG_ID, schedule=CronDataIntervalTimetable('@weekly', timezone='UTC'),
          start_date=datetime(2023, 12, 31, tzinfo=timezone.utc), catchup=False) as dag:
     ids = VoucherifyCreateExportOperator(task_id='ids', exported_object='order', windowed=False,
@@ -157,6 +157,7 @@ def test_the_wider_reading_of_or_is_a_superset_and_still_lands_exactly(dags, emu
     assert manifest["rows_outside_window"] > manifest["rows"] > 0
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"exported_object": "redemption", "incremental": True}, "redemption cannot be exported incrementally"),
     ({"exported_object": "order", "incremental": True, "windowed": False}, "cannot be windowed=False"),
@@ -171,6 +172,7 @@ def test_bad_incremental_requests_fail_before_any_call(kwargs, message):
         VoucherifyCreateExportOperator(task_id="x", **kwargs)
 
 
+@pytest.mark.unit
 def test_the_change_filter_asks_for_creations_or_updates_in_the_window():
     from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 
@@ -183,6 +185,7 @@ def test_the_change_filter_asks_for_creations_or_updates_in_the_window():
     assert plan["fields"] == ["code", "created_at", "updated_at", "id"]
 
 
+@pytest.mark.unit
 def test_the_emulator_answers_the_state_at_any_time(emu):
     """State at T: only records created before T, each with the updates made before T, none deleted by T."""
     early = {r["id"]: r for r in emu.state("order", ["id", "updated_at", "status"], as_of="2024-01-04T00:00:00Z")}
@@ -192,12 +195,13 @@ def test_the_emulator_answers_the_state_at_any_time(emu):
     assert any(late[i]["updated_at"] > early[i]["updated_at"] for i in set(early) & set(late))
 
 
+@pytest.mark.unit
 def test_a_field_added_to_the_export_becomes_a_column_of_the_current_state(emu, hook, tmp_path):
     from deltalake import DeltaTable
 
-    from tests.helpers import wait_done
+    from tests.support.exports import wait_done
+    from voucherify_provider.operators.current_state import VoucherifyMergeCurrentStateOperator
     from voucherify_provider.operators.export import VoucherifyCreateExportOperator
-    from voucherify_provider.transfers.current_state import VoucherifyMergeCurrentStateOperator
     from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
     def land_and_merge(fields: list[str], end: datetime) -> None:

@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from demo.stack import AirflowStack, EmulatorProcess
-from tests.warehouse_checks import STATE_FIELDS as FIELDS
-from tests.warehouse_checks import current, state_rows, truth_rows
+from harness.paths import EXAMPLE_DAGS
+from harness.stack import AirflowStack, EmulatorProcess
+from tests.support.warehouse_checks import STATE_FIELDS as FIELDS
+from tests.support.warehouse_checks import current, state_rows, truth_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(1500)]
 
-REPO = Path(__file__).resolve().parents[1]
 OBJECTS = ("order", "customer")
 FIRST = date(2024, 1, 1)
 
@@ -47,7 +47,7 @@ def test_three_weeks_of_change_windows_land_each_change_once_and_keep_the_curren
                "VOUCHERIFY_OBJECTS": ",".join(OBJECTS), "VOUCHERIFY_START_DATE": weeks12[0],
                "VOUCHERIFY_END_DATE": week3[-1], "VOUCHERIFY_DEFERRABLE": "true", "VOUCHERIFY_POLL_INTERVAL": "1",
                "VOUCHERIFY_RETRY_DELAY": "2", "VOUCHERIFY_MAX_ACTIVE_RUNS": "4"}
-        airflow = AirflowStack(tmp_path / "airflow", REPO / "dags", env)
+        airflow = AirflowStack(tmp_path / "airflow", EXAMPLE_DAGS, env)
         airflow.prepare(pools={"voucherify_api": 4})
 
         # Weeks 1 and 2, backfilled on Jan 15: the data as it was then.

@@ -24,6 +24,8 @@ from voucherify_provider.landing.typed_csv import (
 from voucherify_provider.landing.writer import MANIFEST, PartitionWriter
 from voucherify_provider.window import Window
 
+pytestmark = pytest.mark.unit
+
 UTC = timezone.utc
 REDEMPTION = catalog.get_object("redemption")
 FIELDS = ["id", "date", "order_amount", "loyalty_points", "result", "metadata"]
@@ -260,22 +262,33 @@ def test_commit_lock_waits_for_the_holder_and_breaks_a_stale_one(tmp_path, monke
     order: list[str] = []
     holder = writer_module.CommitLock(partition, "holder", timeout=10)
     holder.__enter__()
+    waiting = threading.Event()
+
+    def poll_again(seconds: float) -> None:  # the second lock found the file taken and waits
+        waiting.set()
+        clock.sleep(0.01)
 
     def second():
-        with writer_module.CommitLock(partition, "second", timeout=10):
+        with writer_module.CommitLock(partition, "second", timeout=10, sleep=poll_again):
             order.append("second")
 
     thread = threading.Thread(target=second)
     thread.start()
-    clock.sleep(0.4)
+    assert waiting.wait(10)
     order.append("holder")
     holder.__exit__(None, None, None)
     thread.join()
     assert order == ["holder", "second"] and not (partition / writer_module.LOCK).exists()
+    now = [0.0]  # a clock the waiting lock advances itself: the timeout needs no wall time
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+
     with pytest.raises(TimeoutError, match="delete the lock file"):
         with writer_module.CommitLock(partition, "a", timeout=1):
-            with writer_module.CommitLock(partition, "b", timeout=0.3):
+            with writer_module.CommitLock(partition, "b", timeout=0.3, sleep=advance, monotonic=lambda: now[0]):
                 pass
+    assert 0.3 < now[0] < 0.6
     # A lock left by a killed process: broken once it is older than the stale limit.
     (partition / writer_module.LOCK).write_bytes(json.dumps({"token": "dead", "at": clock.time() - 3600}).encode())
     monkeypatch.setattr(writer_module, "STALE_LOCK_SECONDS", 60.0)

@@ -15,12 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from tests.test_operators import _done_export
+from tests.support.operators import done_export
 from voucherify_provider import catalog
 from voucherify_provider.landing.encoder import BackgroundEncoder
 from voucherify_provider.landing.stream import IterStream
 from voucherify_provider.landing.typed_csv import arrow_schema
 from voucherify_provider.landing.writer import PartitionWriter
+
+pytestmark = pytest.mark.unit
 
 REDEMPTION = catalog.OBJECTS["redemption"]
 FIELDS = ["id", "date", "order_amount", "result"]
@@ -114,7 +116,7 @@ LAND_AND_REPORT_MODULES = textwrap.dedent("""
 def test_a_landing_task_loads_neither_pandas_nor_the_filesystem_registry(emu, hook, tmp_path):
     """Fixed costs count in what a user waits for: pandas (0.6 s, pulled in by converting Python values to
     Arrow) and every provider's filesystem module (boto3 and more, for a local destination) stay unloaded."""
-    done = subprocess.run([sys.executable, "-c", LAND_AND_REPORT_MODULES, _done_export(emu, hook), str(tmp_path)],
+    done = subprocess.run([sys.executable, "-c", LAND_AND_REPORT_MODULES, done_export(emu, hook), str(tmp_path)],
                           env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow_support import DagFile, pipeline_dag
-from tests.test_operators import _done_export, context, land
+from tests.support.dag_files import DagFile, pipeline_dag
+from tests.support.operators import context, done_export, land
 
 
 def test_landing_reports_the_export_as_input_and_the_object_folder_as_output(emu, hook, tmp_path):
-    op = land(tmp_path, _done_export(emu, hook), exported_object="redemption")
+    op = land(tmp_path, done_export(emu, hook), exported_object="redemption")
     manifest = op.execute(context())
     lineage = op.get_openlineage_facets_on_complete(None)
     assert [(d.namespace, d.name) for d in lineage.inputs] == [(emu.base_url, "export/redemption")]

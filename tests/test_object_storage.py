@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pyarrow.dataset as ds
 import pytest
 
-from demo.services import S3Server
-from tests.helpers import wait_done
+from harness.services import S3Server
+from tests.support.exports import wait_done
 from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
@@ -132,7 +132,7 @@ def test_change_windows_merge_into_a_current_state_table_on_s3(emu, hook, s3, s3
     under the conditional-put lock, and merging the same window again changes nothing."""
     from deltalake import DeltaTable
 
-    from voucherify_provider.transfers.current_state import VoucherifyMergeCurrentStateOperator
+    from voucherify_provider.operators.current_state import VoucherifyMergeCurrentStateOperator
 
     def land(start: str, end: str) -> dict:
         context = {"data_interval_start": datetime.fromisoformat(start),

@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pyarrow.dataset as ds
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from tests.helpers import wait_done
+from tests.support.operators import JAN2, JAN3, UTC, context, create, done_export, land
 from voucherify_provider.catalog import CatalogError
-from voucherify_provider.errors import VoucherifyConfigError
-from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+from voucherify_provider.errors import VoucherifyConfigError, VoucherifyExportFailedError
 from voucherify_provider.sensors.export import VoucherifyExportDoneSensor
-from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 from voucherify_provider.window import Window
 
-UTC = timezone.utc
-JAN2, JAN3 = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
-
-
-class FakeStateStore(dict):
-    """Stands in for Airflow 3.3's task_state_store."""
-
-    def set(self, key, value):
-        self[key] = value
-
-
-def context(**extra):
-    return {"data_interval_start": JAN2, "data_interval_end": JAN3, "task_state_store": FakeStateStore(), **extra}
-
-
-def create(**kwargs):
-    kwargs.setdefault("exported_object", "redemption")
-    return VoucherifyCreateExportOperator(task_id="create", voucherify_conn_id="voucherify_test", **kwargs)
-
-
-def land(dest, export_id, **kwargs):
-    return VoucherifyDownloadToWarehouseOperator(task_id="land", export_id=export_id, destination=str(dest),
-                                                 voucherify_conn_id="voucherify_test", **kwargs)
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize(
@@ -71,8 +47,9 @@ def test_bad_windows_fail_before_any_call(emu, kwargs, message):
     op = create(**kwargs)
     if op.exported_object.startswith("{{"):
         op.exported_object = "not-rendered"
-    with pytest.raises((AirflowFailException, CatalogError), match=message):
+    with pytest.raises(AirflowFailException, match=message) as caught:  # fails the task, no retries
         op.execute(context())
+    assert type(caught.value) is AirflowFailException
     assert emu.requests()["counts"] == {}
 
 
@@ -110,7 +87,7 @@ def test_retry_after_error_export_creates_a_fresh_one(emu):
     emu.inject({"route": "create_export", "export_error": True})
     ctx = context()
     op = create(wait_for_completion=True, poll_interval=0.05)
-    with pytest.raises(Exception, match="ended in ERROR"):
+    with pytest.raises(VoucherifyExportFailedError, match="ended in ERROR"):  # retryable: the retry re-exports
         op.execute(ctx)
     failed = ctx["task_state_store"]["voucherify_export_id"]["export_id"]
     second = create(wait_for_completion=True, poll_interval=0.05).execute(ctx)
@@ -135,16 +112,10 @@ def test_sensor_timeout_says_how_long_and_last_status(emu):
         sensor.execute(context())
 
 
-def _done_export(emu, hook, name="redemption", **kwargs):
-    export_id = create(exported_object=name, **kwargs).execute(context())
-    wait_done(hook, export_id)
-    return export_id
-
-
 def test_rerun_replaces_the_window_whole(emu, hook, tmp_path):
-    first = _done_export(emu, hook)
+    first = done_export(emu, hook)
     land(tmp_path, first, exported_object="redemption").execute(context())
-    second = _done_export(emu, hook)
+    second = done_export(emu, hook)
     manifest = land(tmp_path, second, exported_object="redemption").execute(context())
     partition = tmp_path / "redemption" / "window_start=20240102T000000Z"
     assert sorted(p.name for p in partition.iterdir()) == sorted(["_manifest.json",
@@ -158,7 +129,7 @@ def test_two_runs_of_one_window_at_once_leave_the_last_manifest_whole(emu, hook,
     import threading
 
     emu.configure(chunk_rows=9)  # several files per run, so a mix would show
-    exports = [_done_export(emu, hook) for _ in range(2)]
+    exports = [done_export(emu, hook) for _ in range(2)]
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -189,7 +160,7 @@ def test_two_runs_of_one_window_at_once_leave_the_last_manifest_whole(emu, hook,
 
 def test_chunked_result_lands_as_one_dataset_and_truncation_is_retried(emu, hook, tmp_path):
     emu.configure(chunk_rows=7)
-    export_id = _done_export(emu, hook)
+    export_id = done_export(emu, hook)
     emu.inject({"route": "download_export", "truncate": True})
     manifest = land(tmp_path, export_id).execute(context())
     truth = emu.ground_truth("redemption", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z", ids=True)
@@ -201,7 +172,7 @@ def test_chunked_result_lands_as_one_dataset_and_truncation_is_retried(emu, hook
 
 
 def test_progress_is_logged(emu, hook, tmp_path, capsys):
-    export_id = _done_export(emu, hook)
+    export_id = done_export(emu, hook)
     land(tmp_path, export_id, progress_every_seconds=0).execute(context())
     logged = capsys.readouterr().out  # Airflow's structlog writes task logs to stdout outside a task runner
     assert "MB downloaded" in logged and "MB/s" in logged
@@ -210,7 +181,7 @@ def test_progress_is_logged(emu, hook, tmp_path, capsys):
 
 def test_empty_window_lands_an_empty_file_with_the_schema(emu, hook, tmp_path):
     empty = {"window_start": datetime(2025, 6, 1, tzinfo=UTC), "window_end": datetime(2025, 6, 2, tzinfo=UTC)}
-    export_id = _done_export(emu, hook, fields=["id", "order_amount"], **empty)
+    export_id = done_export(emu, hook, fields=["id", "order_amount"], **empty)
     manifest = land(tmp_path, export_id, **empty).execute(context())
     assert manifest["rows"] == 0 and len(manifest["files"]) == 1
     table = ds.dataset(str(tmp_path / "redemption"), format="parquet").to_table()
@@ -218,7 +189,7 @@ def test_empty_window_lands_an_empty_file_with_the_schema(emu, hook, tmp_path):
 
 
 def test_wrong_window_or_object_is_refused(emu, hook, tmp_path):
-    export_id = _done_export(emu, hook)
+    export_id = done_export(emu, hook)
     other = {"window_start": JAN3, "window_end": datetime(2024, 1, 4, tzinfo=UTC)}
     with pytest.raises(AirflowFailException, match="not this task's window"):
         land(tmp_path, export_id, **other).execute(context())
@@ -236,7 +207,7 @@ def test_destination_under_a_file_fails_before_any_call(emu, tmp_path):
 
 
 def test_manifest_and_xcom_hold_no_secrets(emu, hook, tmp_path):
-    export_id = _done_export(emu, hook)
+    export_id = done_export(emu, hook)
     manifest = land(tmp_path, export_id).execute(context())
     secrets = [emu.config.app_token, *emu.admin("GET", "secrets")["download_tokens"]]
     text = json.dumps(manifest) + "".join(p.read_text(errors="ignore") for p in tmp_path.rglob("_manifest.json"))
@@ -245,9 +216,11 @@ def test_manifest_and_xcom_hold_no_secrets(emu, hook, tmp_path):
 
 
 def test_dataframe_reading_shares_the_parser(emu, hook):
-    export_id = _done_export(emu, hook, fields=["id", "order_amount", "result"])
+    export_id = done_export(emu, hook, fields=["id", "order_amount", "result"])
+    # --8<-- [start:read_dataframe]
     window = Window(JAN2, JAN3)
     frame = hook.read_export_dataframe(export_id, window=window)
+    # --8<-- [end:read_dataframe]
     truth = emu.ground_truth("redemption", "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z")
     assert len(frame) == truth["count"]
     assert str(frame["order_amount"].dtype).startswith("decimal128(20, 2)")

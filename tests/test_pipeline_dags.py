@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from tests.airflow_support import DagFile, pipeline_dag
+from tests.support.dag_files import DagFile, pipeline_dag
 
 UTC = timezone.utc
 JAN3 = datetime(2024, 1, 3, tzinfo=UTC)  # the run whose data interval is [Jan 2, Jan 3)

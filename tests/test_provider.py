@@ -10,8 +10,11 @@ import warnings
 from pathlib import Path
 
 import jsonschema
+import pytest
 
 from voucherify_provider import get_provider_info
+
+pytestmark = pytest.mark.unit
 
 
 def test_provider_info_matches_airflow_schema():
@@ -51,5 +54,15 @@ def test_connection_form_is_declarative_and_warning_free():
 def test_dag_facing_import_stays_light():
     code = ("import sys; import voucherify_provider, voucherify_provider.catalog, voucherify_provider.emulator; "
             "heavy = [m for m in ('pandas', 'pyarrow', 'fastapi', 'uvicorn') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_triggerer_side_imports_no_sync_http_client():
+    """The trigger and the async hook run in the triggerer's event loop: they share the hooks' rules
+    (``_core``, ``exports``), not the sync hook module and its ``requests``."""
+    code = ("import sys; import voucherify_provider.triggers.export, voucherify_provider.hooks.voucherify_async; "
+            "heavy = [m for m in ('requests', 'pyarrow', 'pandas', 'voucherify_provider.hooks.voucherify') "
+            "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

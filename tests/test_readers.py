@@ -23,8 +23,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from demo.stack import wait_until
-from tests.test_operators import _done_export, context, land
+from harness.stack import wait_until
+from tests.support.operators import context, done_export, land
 from voucherify_provider.landing.writer import STAGED_SUFFIX
 
 pytestmark = pytest.mark.timeout(600)
@@ -89,12 +89,12 @@ def staged_files(partition: Path) -> list[Path]:
 
 
 def test_readers_skip_an_in_flight_and_a_killed_landing(emu, hook, tmp_path, spark):
-    committed = land(tmp_path, _done_export(emu, hook), exported_object="redemption").execute(context())
+    committed = land(tmp_path, done_export(emu, hook), exported_object="redemption").execute(context())
     assert committed["rows"] > 0
     partition = tmp_path / "redemption" / PARTITION
     expected = dict.fromkeys(rows_seen_by_every_reader(tmp_path, spark), committed["rows"])
 
-    second = _done_export(emu, hook)
+    second = done_export(emu, hook)
     emu.inject({"route": "download_export", "stall": 60})
     process = subprocess.Popen([sys.executable, "-c", LAND_IN_SUBPROCESS, second, str(tmp_path)],
                                env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -144,11 +144,15 @@ def test_spark_and_duckdb_read_the_current_state_table_as_the_readme_says(tmp_pa
                       key=lambda r: r["id"])
     assert expected == [{"id": "ord_a", "status": None, "_created_month": "2024-01"},
                         {"id": "ord_b", "status": "PAID", "_created_month": "2024-05"}]
+    # --8<-- [start:read_spark]
     frame = (spark.read.option("basePath", path).option("mergeSchema", "true")  # type: ignore[attr-defined]
              .parquet(*DeltaTable(path).file_uris()))
+    # --8<-- [end:read_spark]
     assert sorted((r.asDict() for r in frame.select("id", "status", "_created_month").collect()),
                   key=lambda r: r["id"]) == expected
+    # --8<-- [start:read_duckdb]
     con = duckdb.connect()
     con.register("orders", cs.current_state_dataset(path))
+    # --8<-- [end:read_duckdb]
     assert con.execute("select id, status, _created_month from orders order by id").fetchall() == [
         tuple(r.values()) for r in expected]

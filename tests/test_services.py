@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from demo.services import MissingService, PostgresServer, RedisServer, S3Server, libpq_dsn
+from harness.services import MissingService, PostgresServer, RedisServer, S3Server, libpq_dsn
 
 T = TypeVar("T")
 

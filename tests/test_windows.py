@@ -6,12 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.helpers import wait_done
+from tests.support.exports import wait_done
 from voucherify_provider import catalog
 from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing.stream import IterStream
 from voucherify_provider.landing.typed_csv import TypedCsvReader
 from voucherify_provider.window import Window, merge_filters
+
+pytestmark = pytest.mark.unit
 
 UTC = timezone.utc
 

@@ -43,7 +43,8 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [
-            {"integration-name": "Voucherify", "python-modules": ["voucherify_provider.operators.export"]}
+            {"integration-name": "Voucherify", "python-modules": ["voucherify_provider.operators.export",
+                                                                 "voucherify_provider.operators.current_state"]}
         ],
         "sensors": [
             {"integration-name": "Voucherify", "python-modules": ["voucherify_provider.sensors.export"]}
@@ -56,11 +57,6 @@ def get_provider_info() -> dict[str, Any]:
                 "source-integration-name": "Voucherify",
                 "target-integration-name": "Common IO",
                 "python-module": "voucherify_provider.transfers.export_to_warehouse",
-            },
-            {
-                "source-integration-name": "Common IO",
-                "target-integration-name": "Common IO",
-                "python-module": "voucherify_provider.transfers.current_state",
             },
         ],
         "connection-types": [

@@ -23,7 +23,7 @@ class FieldType(str, Enum):
     STRING = "string"
     TIMESTAMP = "timestamp"  # UTC ISO 8601 with milliseconds
     DATE = "date"
-    MONEY = "money"  # exact decimal: "2000" and "2000.00" both accepted
+    MONEY = "money"  # amounts in the smallest currency unit (see MINOR_UNIT); "2000" and "2000.00" both accepted
     INTEGER = "integer"
     BOOLEAN = "boolean"
     JSON = "json"  # kept as JSON text
@@ -38,6 +38,14 @@ S, TS, D, M, N, B, J = (
     FieldType.BOOLEAN,
     FieldType.JSON,
 )
+
+# Voucherify's amounts are integers in the smallest currency unit: an order's ``amount`` 7700 is $77.00,
+# a customer's ``orders_total_amount`` 10000 "represents $100" ("value is multiplied by 100"), a $20 gift
+# card's ``value`` prints as 2000.00. The landing keeps the number exactly as the API gives it.
+MINOR_UNIT = "minor currency unit (cents): 7700 is 77.00 in the account's currency"
+# A voucher's ``value`` depends on its type (the export docs: amount, percent or unit).
+VOUCHER_VALUE_UNIT = ("per voucher_type/discount_type: AMOUNT discounts and gift cards in the minor currency "
+                      "unit (2000 is 20.00), PERCENT in percent, UNIT in units")
 
 METADATA_PREFIX = "metadata."
 # Condition operators of the API's FiltersCondition schema (exports.json).
@@ -97,6 +105,12 @@ class ExportedObject:
         if key.startswith(METADATA_PREFIX) and len(key) > len(METADATA_PREFIX):
             return FieldType.STRING
         raise UnknownFieldError(self, key)
+
+    def unit(self, key: str) -> str | None:
+        """What a field's number counts: the minor currency unit for amounts, None for non-money fields."""
+        if self.field_type(key) is not FieldType.MONEY:
+            return None
+        return VOUCHER_VALUE_UNIT if (self.name, key) == ("voucher", "value") else MINOR_UNIT
 
     def is_allowed_field(self, key: str) -> bool:
         """True for a listed field or a single ``metadata.X`` property."""

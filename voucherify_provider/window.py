@@ -13,35 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from voucherify_provider.errors import VoucherifyConfigError
-from voucherify_provider.hooks._endpoints import iso_utc
-
-ONE_MS = timedelta(milliseconds=1)
-
-
-def as_utc(value: datetime | str, name: str) -> datetime:
-    """Parse and check a window bound: a timezone-aware datetime (ISO strings accepted), in UTC."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise VoucherifyConfigError(
-                f"{name} {value!r} is not an ISO 8601 datetime; use e.g. 2024-01-01T00:00:00+00:00."
-            ) from None
-    if not isinstance(value, datetime):
-        raise VoucherifyConfigError(f"{name} must be a datetime, got {type(value).__name__}.")
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        raise VoucherifyConfigError(
-            f"{name} {value.isoformat()} is naive; pass a timezone-aware datetime (e.g. UTC) so the window "
-            "means the same thing on every worker."
-        )
-    utc = value.astimezone(timezone.utc)
-    # A plain datetime: Airflow hands pendulum DateTimes whose arithmetic can drop the zone.
-    return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond,
-                    tzinfo=timezone.utc)
+from voucherify_provider.utc import ONE_MS, as_utc, iso_utc
 
 
 @dataclass(frozen=True)

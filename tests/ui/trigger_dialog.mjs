@@ -1,5 +1,5 @@
 // Drives the Airflow UI's Trigger dialog as a user does, in Debian's chromium (headless), and prints
-// the API answer the dialog received as one JSON line, for tests/test_triggers.py to follow up.
+// the API answer the dialog received as one JSON line, for tests/test_ui_and_rest_triggers.py to follow up.
 //
 //   node trigger_dialog.mjs single   BASE_URL DAG_ID SCREENSHOT
 //   node trigger_dialog.mjs backfill BASE_URL DAG_ID SCREENSHOT FROM_YYYY/MM/DD TO_YYYY/MM/DD

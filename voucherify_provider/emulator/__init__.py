@@ -2,8 +2,9 @@
 
 ``python -m voucherify_provider.emulator`` runs it in the foreground; :func:`run_emulator` runs it in a
 background thread; the ``voucherify_emulator`` pytest fixture (registered by the package) yields a
-running one. Layout follows moto: ``dataset`` and ``models`` hold state and data, ``responses`` the HTTP
-layer, ``faults`` the injected misbehaviour.
+running one. Layout follows moto's split per resource: ``exports``, ``orders`` and ``redemptions`` each hold
+a ``models`` (state and behaviour) and a ``routes`` (an ``APIRouter``); ``models.Backend`` composes them,
+``responses.create_app`` serves them (docs/emulator.md has the full map).
 """
 
 from __future__ import annotations

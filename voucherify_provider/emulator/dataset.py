@@ -383,12 +383,8 @@ def render_value(value: Any, kind: str, money_format: str) -> str:
         return ""
     if kind == "timestamp":
         return iso_ms(value)
-    if kind == "money":
-        whole, cents = divmod(abs(value), 100)
-        sign = "-" if value < 0 else ""
-        if money_format == "minimal" and cents == 0:
-            return f"{sign}{whole}"
-        return f"{sign}{whole}.{cents:02d}"
+    if kind == "money":  # the integer in the smallest currency unit, as the export docs show it (7700, 2000.00)
+        return str(value) if money_format == "minimal" else f"{value}.00"
     if kind == "boolean":
         return "true" if value else "false"
     if kind == "json":

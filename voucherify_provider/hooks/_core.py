@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from voucherify_provider import __version__
@@ -32,6 +32,9 @@ CLUSTERS: dict[str, tuple[str, str]] = {
 }
 USER_AGENT = f"airflow-provider-voucherify/{__version__}"
 SECRET_QUERY_KEYS = frozenset({"token", "access_token"})
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.connection import Connection
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -255,12 +258,6 @@ class RetryPolicy:
         return self.backoff(attempt)
 
 
-def next_interval(current: float, cap: float) -> float:
-    """Poll interval growth: doubling towards ``cap``, so an export of any length costs a few calls (a
-    wait of T seconds takes about log2(T / first interval) polls)."""
-    return min(cap, max(current * 2.0, current + 1.0))
-
-
 def server_wait_hint(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """Wait the server asks for: ``Retry-After`` seconds, else ``X-Rate-Limit-Retry`` (Unix time)."""
     retry_after = _header(headers, "Retry-After")
@@ -380,3 +377,58 @@ class CallAttempts:
             )
         self.log.warning("Voucherify %s: %s; retry %d in %.1fs", self.operation, error_name, self.attempt, delay)
         return delay
+
+
+def mask_secret(value: str) -> None:
+    """Register a value with Airflow's secrets masker (task logs, supervisor and triggerer)."""
+    try:
+        from airflow.sdk.log import mask_secret as _mask
+    except ImportError:  # pragma: no cover
+        return
+    _mask(value)
+
+
+def settings_from_connection(conn: Connection) -> ConnectionSettings:
+    """Validated settings of an Airflow connection, its secret registered with the masker."""
+    settings = ConnectionSettings.from_connection(
+        conn.conn_id, conn.login, conn.password, conn.host, conn.extra_dejson or {}
+    )
+    mask_secret(settings.app_token)
+    install_log_redaction()
+    return settings
+
+
+def missing_connection(conn_id: str) -> str:
+    """What to say about a connection id Airflow does not know: how to create it."""
+    return (f"Connection {conn_id!r} is not defined. Create it with conn type 'voucherify' (UI: Admin > "
+            f"Connections, or the AIRFLOW_CONN_{conn_id.upper()} environment variable), or pass the "
+            "voucherify_conn_id of an existing one.")
+
+
+def export_urls(export: Mapping[str, Any]) -> list[str]:
+    """File URLs of a DONE export: ``result.url``, or several when Voucherify split the result.
+
+    No schema documents the split, so every plausible shape is accepted: ``result.urls`` (list),
+    ``result.url`` holding a list, or ``result.files``/``result.chunks`` of ``{"url": ...}`` objects.
+    """
+    result = export.get("result") or {}
+    if not isinstance(result, Mapping):
+        return []
+    candidates: list[Any] = []
+    for key in ("urls", "files", "chunks"):
+        value = result.get(key)
+        if isinstance(value, list) and value:
+            candidates = value
+            break
+    if not candidates:
+        url = result.get("url")
+        candidates = url if isinstance(url, list) else [url] if url else []
+    urls = [c.get("url") if isinstance(c, Mapping) else c for c in candidates]
+    return [u for u in urls if isinstance(u, str) and u]
+
+
+def mask_export_tokens(export: Mapping[str, Any]) -> None:
+    """Register the download tokens in an export's result URLs with the secrets masker."""
+    for url in export_urls(export):
+        for secret in url_secrets(url):
+            mask_secret(secret)

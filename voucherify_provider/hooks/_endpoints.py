@@ -6,13 +6,15 @@ Both hooks send these; neither builds paths or bodies of its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from voucherify_provider import catalog
 from voucherify_provider.errors import VoucherifyConfigError
+from voucherify_provider.exports import export_parameters
 from voucherify_provider.hooks._core import ApiRequest
+from voucherify_provider.utc import iso_utc
 
 MAX_PAGE_SIZE = 100
 MAX_ORDERS_PER_IMPORT = 2000
@@ -30,35 +32,6 @@ def _page_params(limit: int, page: int, order: str | None) -> list[tuple[str, st
     params = [("limit", str(limit)), ("page", str(page))]
     if order:
         params.append(("order", order))
-    return params
-
-
-def iso_utc(value: datetime | str) -> str:
-    """Render a timezone-aware datetime as the API's UTC ISO 8601 with milliseconds."""
-    if isinstance(value, str):
-        return value
-    if value.tzinfo is None:
-        raise VoucherifyConfigError(
-            f"datetime {value.isoformat()} is naive; pass a timezone-aware datetime (e.g. UTC)."
-        )
-    utc = value.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def export_parameters(
-    obj: catalog.ExportedObject,
-    fields: Sequence[str] | None,
-    order: str | None,
-    filters: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """Validated ``parameters`` of an export request (fields checked against the catalog)."""
-    params: dict[str, Any] = {}
-    if order is not None:
-        params["order"] = obj.validate_order(order)
-    if fields is not None:
-        params["fields"] = list(obj.validate_fields(fields))
-    if filters is not None:
-        params["filters"] = obj.validate_filters(filters)
     return params
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import Enum
+from datetime import datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from voucherify_provider.errors import (
     VoucherifyNotFoundError,
     explain_missing_connection,
 )
+from voucherify_provider.exports import ExportStatus, next_interval
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import (
     ApiRequest,
@@ -32,83 +32,18 @@ from voucherify_provider.hooks._core import (
     ConnectionSettings,
     RateLimitState,
     RetryPolicy,
-    install_log_redaction,
-    next_interval,
+    export_urls,
+    mask_export_tokens,
+    missing_connection,
     redact_url,
-    url_secrets,
+    settings_from_connection,
 )
+from voucherify_provider.utc import plus_one_ms
+
+__all__ = ["ExportPart", "ExportStatus", "RetryPolicy", "VoucherifyHook"]
 
 if TYPE_CHECKING:
-    from airflow.sdk.definitions.connection import Connection
-
-
-class ExportStatus(str, Enum):
-    """Statuses of a Voucherify export."""
-
-    SCHEDULED = "SCHEDULED"
-    IN_PROGRESS = "IN_PROGRESS"
-    DONE = "DONE"
-    ERROR = "ERROR"
-
-    @classmethod
-    def terminal(cls) -> frozenset[ExportStatus]:
-        """Statuses after which the export never changes."""
-        return frozenset({cls.DONE, cls.ERROR})
-
-
-def mask_secret(value: str) -> None:
-    """Register a value with Airflow's secrets masker (task logs, supervisor and triggerer)."""
-    try:
-        from airflow.sdk.log import mask_secret as _mask
-    except ImportError:  # pragma: no cover
-        return
-    _mask(value)
-
-
-def settings_from_connection(conn: Connection) -> ConnectionSettings:
-    """Validated settings of an Airflow connection, its secret registered with the masker."""
-    settings = ConnectionSettings.from_connection(
-        conn.conn_id, conn.login, conn.password, conn.host, conn.extra_dejson or {}
-    )
-    mask_secret(settings.app_token)
-    install_log_redaction()
-    return settings
-
-
-def missing_connection(conn_id: str) -> str:
-    """What to say about a connection id Airflow does not know: how to create it."""
-    return (f"Connection {conn_id!r} is not defined. Create it with conn type 'voucherify' (UI: Admin > "
-            f"Connections, or the AIRFLOW_CONN_{conn_id.upper()} environment variable), or pass the "
-            "voucherify_conn_id of an existing one.")
-
-
-def export_urls(export: Mapping[str, Any]) -> list[str]:
-    """File URLs of a DONE export: ``result.url``, or several when Voucherify split the result.
-
-    No schema documents the split, so every plausible shape is accepted: ``result.urls`` (list),
-    ``result.url`` holding a list, or ``result.files``/``result.chunks`` of ``{"url": ...}`` objects.
-    """
-    result = export.get("result") or {}
-    if not isinstance(result, Mapping):
-        return []
-    candidates: list[Any] = []
-    for key in ("urls", "files", "chunks"):
-        value = result.get(key)
-        if isinstance(value, list) and value:
-            candidates = value
-            break
-    if not candidates:
-        url = result.get("url")
-        candidates = url if isinstance(url, list) else [url] if url else []
-    urls = [c.get("url") if isinstance(c, Mapping) else c for c in candidates]
-    return [u for u in urls if isinstance(u, str) and u]
-
-
-def mask_export_tokens(export: Mapping[str, Any]) -> None:
-    """Register the download tokens in an export's result URLs with the secrets masker."""
-    for url in export_urls(export):
-        for secret in url_secrets(url):
-            mask_secret(secret)
+    pass
 
 
 @dataclass
@@ -137,6 +72,8 @@ class VoucherifyHook(BaseHook):
     :param voucherify_conn_id: connection with the Application ID (login), Secret Key (password) and
         the cluster (``EU``, ``US1``, ``AS1``) or a base URL (``host``).
     :param retry_policy: override the retry and backoff rules (see :class:`RetryPolicy`).
+    :param sleep: how the hook waits between retries (default ``time.sleep``); tests pass a recorder so
+        retries run instantly.
     """
 
     conn_name_attr = "voucherify_conn_id"
@@ -500,7 +437,7 @@ class VoucherifyHook(BaseHook):
                 return
             # Page cap reached with more to come: continue below the oldest record seen.
             seen_at_edge = edge_ids
-            before = _plus_one_ms(oldest)
+            before = plus_one_ms(oldest)
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -519,11 +456,6 @@ class VoucherifyHook(BaseHook):
                                  "Use an export for complete data.", data_ref, page, seen, total)
                 return
             page += 1
-
-
-def _plus_one_ms(iso: str) -> str:
-    parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return ep.iso_utc(parsed + timedelta(milliseconds=1))
 
 
 def _reached_server(exc: requests.RequestException) -> bool:

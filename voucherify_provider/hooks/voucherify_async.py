@@ -15,10 +15,14 @@ from airflow.sdk import BaseHook
 
 from voucherify_provider import CONN_TYPE, DEFAULT_CONN_ID
 from voucherify_provider.errors import explain_missing_connection
+from voucherify_provider.exports import ExportStatus
 from voucherify_provider.hooks import _endpoints as ep
-from voucherify_provider.hooks._core import ApiRequest, CallAttempts, ConnectionSettings, RateLimitState, RetryPolicy
-from voucherify_provider.hooks.voucherify import (
-    ExportStatus,
+from voucherify_provider.hooks._core import (
+    ApiRequest,
+    CallAttempts,
+    ConnectionSettings,
+    RateLimitState,
+    RetryPolicy,
     mask_export_tokens,
     missing_connection,
     settings_from_connection,
@@ -30,6 +34,7 @@ class VoucherifyAsyncHook(BaseHook):
 
     :param voucherify_conn_id: the ``voucherify`` connection to use.
     :param retry_policy: override the retry and backoff rules.
+    :param sleep: how the hook waits between retries (default ``asyncio.sleep``).
     """
 
     conn_name_attr = "voucherify_conn_id"

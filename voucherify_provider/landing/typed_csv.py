@@ -56,11 +56,16 @@ class NeedsDiagnosis(VoucherifyError):
 
 def arrow_schema(obj: ExportedObject, fields: Sequence[str]) -> pa.Schema:
     """Arrow schema of an export: one column per field key, typed from the catalog."""
-    return pa.schema([
-        pa.field(key, ARROW_TYPES[obj.field_type(key)], nullable=True,
-                 metadata={"voucherify_type": obj.field_type(key).value})
-        for key in fields
-    ])
+    return pa.schema([pa.field(key, ARROW_TYPES[obj.field_type(key)], nullable=True, metadata=field_metadata(obj, key))
+                      for key in fields])
+
+
+def field_metadata(obj: ExportedObject, key: str) -> dict[str, str]:
+    """A landed column's Parquet field metadata: its catalog type and, for amounts, their unit."""
+    metadata = {"voucherify_type": obj.field_type(key).value}
+    if unit := obj.unit(key):
+        metadata["voucherify_unit"] = unit
+    return metadata
 
 
 @dataclass

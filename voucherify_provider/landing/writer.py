@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,12 +253,14 @@ class CommitLock:
     process and is broken.
     """
 
-    def __init__(self, partition: ObjectStoragePath, owner: str, timeout: float) -> None:
+    def __init__(self, partition: ObjectStoragePath, owner: str, timeout: float, *,
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.path, self.owner, self.timeout = partition / LOCK, owner, timeout
         self.token = f"{owner}-{uuid.uuid4().hex[:8]}"
+        self._sleep, self._monotonic = sleep, monotonic  # injectable: tests drive the wait without wall time
 
     def __enter__(self) -> CommitLock:
-        deadline, waited = time.monotonic() + self.timeout, False
+        deadline, waited = self._monotonic() + self.timeout, False
         while True:
             try:
                 with open_untracked(self.path, "xb") as handle:
@@ -271,14 +274,14 @@ class CommitLock:
                     log.warning("Breaking a stale commit lock in %s (left by %s)", self.path.parent, holder["token"])
                     self.path.unlink(missing_ok=True)
                     continue
-                if time.monotonic() > deadline:
+                if self._monotonic() > deadline:
                     raise TimeoutError(
                         f"Another run has been committing {self.path.parent} for over {self.timeout:.0f}s "
                         f"(lock {self.path}); if no run is landing this window, delete the lock file.") from None
                 if not waited:
                     log.info("Another run is committing %s; waiting for its commit lock", self.path.parent)
                     waited = True
-                time.sleep(0.1)
+                self._sleep(0.1)
 
     def _holder(self) -> dict[str, Any] | None:
         try:

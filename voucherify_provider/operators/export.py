@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from voucherify_provider import DEFAULT_CONN_ID, catalog
+from voucherify_provider.arguments import conf_default_deferrable, is_templated
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
-from voucherify_provider.hooks._endpoints import export_parameters
-from voucherify_provider.operators._common import conf_default_deferrable, fail_task, is_templated, raise_for_event
+from voucherify_provider.exports import ExportStatus, export_parameters
+from voucherify_provider.outcomes import config_errors_fail_task, fail_task, raise_for_event
 from voucherify_provider.window import Window, change_filters, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from voucherify_provider.hooks.voucherify import VoucherifyHook
-
-ACTIVE = ("SCHEDULED", "IN_PROGRESS")
-
 
 class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     """Create a Voucherify export and return its id (XCom).
@@ -53,7 +51,13 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         with their id, created_at and updated_at; the landing step places each by its last change.
     :param wait_for_completion: wait until the export is DONE; an ERROR export fails the task so that a
         retry starts a fresh export.
-    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators]
+        default_deferrable``).
+    :param poll_interval: seconds between status checks at first (``wait_for_completion``); the waits then
+        double up to ``max_poll_interval``. Deferred, the first check comes ``poll_interval`` after the export
+        is created; polling in the worker, it checks at once.
+    :param max_poll_interval: the longest wait between two status checks, in seconds (default 120).
+    :param wait_timeout: seconds to wait for the export to be DONE before the task fails (default 6 hours).
     :param voucherify_conn_id: the ``voucherify`` connection.
     """
 
@@ -168,7 +172,8 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         if not RECONNECTS:
             self.log.info("Airflow < 3.3 has no task state store: if this task's worker dies, its retry creates a "
                           "new export instead of reconnecting to this one (upgrade to 3.3 to reconnect).")
-        return str(self.execute_resumable(context))
+        with config_errors_fail_task():  # e.g. a missing connection: its retries would all fail alike
+            return str(self.execute_resumable(context))
 
     def submit_job(self, context: Context) -> dict[str, Any]:
         """Create the export; the stored id carries the run's clear number (see :meth:`get_job_status`)."""
@@ -194,11 +199,11 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def is_job_active(self, status: str) -> bool:
         """SCHEDULED and IN_PROGRESS exports can be reconnected to."""
-        return status in ACTIVE
+        return status in ExportStatus.active()
 
     def is_job_succeeded(self, status: str) -> bool:
         """A DONE export needs no new one."""
-        return status == "DONE"
+        return status == ExportStatus.DONE
 
     def poll_until_complete(self, external_id: Any, context: Context) -> str:  # type: ignore[override]
         """Wait for the export when asked to (sync or deferred); return its id.

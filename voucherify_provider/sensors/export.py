@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from voucherify_provider import DEFAULT_CONN_ID
+from voucherify_provider.arguments import conf_default_deferrable
 from voucherify_provider.errors import VoucherifyExportFailedError, VoucherifyNotFoundError
-from voucherify_provider.operators._common import (
+from voucherify_provider.exports import ExportStatus
+from voucherify_provider.outcomes import (
     ERROR_HINT,
     airflow_exception,
-    conf_default_deferrable,
+    config_errors_fail_task,
     fail_task,
     raise_for_event,
 )
@@ -36,6 +38,15 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
 
     :param export_id: the export to wait for (templated; usually the create task's XCom).
     :param voucherify_conn_id: the ``voucherify`` connection.
+    :param deferrable: wait in the triggerer instead of a worker slot (default: ``[operators]
+        default_deferrable``); the first check then comes ``poke_interval`` after the task starts.
+    :param poke_interval: seconds between checks at first; with ``exponential_backoff`` the wait grows towards
+        ``max_wait``.
+    :param max_wait: the longest wait between two checks (a timedelta or seconds; default 2 minutes).
+    :param exponential_backoff: grow the wait between pokes from ``poke_interval`` towards ``max_wait``
+        (default True); deferred, the trigger always doubles its wait.
+    :param timeout: give up after this many seconds (BaseSensorOperator's ``timeout``; AirflowSensorTimeout
+        names the export's last status).
     """
 
     template_fields: Sequence[str] = ("export_id", "voucherify_conn_id")
@@ -93,13 +104,14 @@ class VoucherifyExportDoneSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         """True once DONE; ERROR and unknown ids fail the task at once (no waiting for the timeout)."""
         try:
-            status = str(self.hook.get_export(self.export_id)["status"])
+            with config_errors_fail_task():
+                status = str(self.hook.get_export(self.export_id)["status"])
         except VoucherifyNotFoundError as err:
             fail_task(f"Export {self.export_id} does not exist: {err}")
         self.log.info("Export %s is %s", self.export_id, status)
-        if status == "ERROR":
+        if status == ExportStatus.ERROR:
             fail_task(str(VoucherifyExportFailedError(self.export_id, ERROR_HINT)))
-        return status == "DONE"
+        return status == ExportStatus.DONE
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Turn the trigger's event into success or the exception for its outcome."""

@@ -10,10 +10,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from voucherify_provider.errors import VoucherifyApiError, VoucherifyAuthError, VoucherifyNotFoundError
-from voucherify_provider.hooks._core import next_interval
-
-# Event statuses: every outcome the waiting task must tell apart.
-SUCCESS, EXPORT_ERROR, NOT_FOUND, TIMEOUT, FAILED = "success", "export_error", "not_found", "timeout", "failed"
+from voucherify_provider.exports import ExportStatus, next_interval
+from voucherify_provider.outcomes import TriggerOutcome
 
 
 class VoucherifyExportTrigger(BaseTrigger):
@@ -26,6 +24,7 @@ class VoucherifyExportTrigger(BaseTrigger):
     :param voucherify_conn_id: connection to use.
     :param end_time: ``time.time()`` after which to give up (event ``timeout``).
     :param poll_interval: first wait between polls; grows towards ``max_poll_interval``.
+    :param max_poll_interval: the longest wait between two polls.
     """
 
     def __init__(self, export_id: str, voucherify_conn_id: str, end_time: float, poll_interval: float = 5.0,
@@ -57,33 +56,37 @@ class VoucherifyExportTrigger(BaseTrigger):
             await asyncio.sleep(max(0.0, min(interval, self.end_time - time.time())))
             try:
                 polls += 1
-                status = (await hook.get_export_status(self.export_id)).value
+                current = await hook.get_export_status(self.export_id)
+                status = current.value
             except VoucherifyNotFoundError:
-                yield self._event(NOT_FOUND, status, polls, f"Export {self.export_id} does not exist (deleted, "
-                                  "or created with another connection).")
+                yield self._event(TriggerOutcome.NOT_FOUND, status, polls,
+                                  f"Export {self.export_id} does not exist (deleted, or created with another "
+                                  "connection).")
                 return
             except VoucherifyAuthError as err:
-                yield self._event(FAILED, status, polls, str(err))
+                yield self._event(TriggerOutcome.FAILED, status, polls, str(err))
                 return
             except VoucherifyApiError as err:
                 if err.status is not None and err.status < 500 and err.status != 429:
-                    yield self._event(FAILED, status, polls, str(err))
+                    yield self._event(TriggerOutcome.FAILED, status, polls, str(err))
                     return
                 # Transient after the hook's own retries (5xx, 429, network): keep waiting, back off.
                 self.log.warning("Export %s: transient error while polling (%s); still waiting", self.export_id, err)
             else:
-                if status == "DONE":
-                    yield self._event(SUCCESS, status, polls, f"Export {self.export_id} is DONE.")
+                if current is ExportStatus.DONE:
+                    yield self._event(TriggerOutcome.SUCCESS, status, polls,
+                                      f"Export {self.export_id} is DONE.")
                     return
-                if status == "ERROR":
-                    yield self._event(EXPORT_ERROR, status, polls, f"Export {self.export_id} ended in ERROR.")
+                if current is ExportStatus.ERROR:
+                    yield self._event(TriggerOutcome.EXPORT_ERROR, status, polls,
+                                      f"Export {self.export_id} ended in ERROR.")
                     return
             if time.time() >= self.end_time:
-                yield self._event(TIMEOUT, status, polls, f"Export {self.export_id} still {status} when the wait "
-                                  "ran out.")
+                yield self._event(TriggerOutcome.TIMEOUT, status, polls,
+                                  f"Export {self.export_id} still {status} when the wait ran out.")
                 return
             interval = next_interval(interval, self.max_poll_interval)
 
-    def _event(self, outcome: str, status: str, polls: int, message: str) -> TriggerEvent:
-        return TriggerEvent({"status": outcome, "export_id": self.export_id, "export_status": status,
+    def _event(self, outcome: TriggerOutcome, status: str, polls: int, message: str) -> TriggerEvent:
+        return TriggerEvent({"status": outcome.value, "export_id": self.export_id, "export_status": status,
                              "polls": polls, "message": message})

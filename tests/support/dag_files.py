@@ -1,16 +1,15 @@
-"""Running DAG files through real Airflow (``dag.test()``) from tests."""
+"""DAG files written for one test into the test DAGs folder and run through real Airflow (``dag.test()``)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import textwrap
 import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from tests.conftest import DAGS_FOLDER
 
 HEADER = """
 from datetime import datetime, timedelta, timezone
@@ -23,12 +22,18 @@ CONN = "voucherify_test"
 """
 
 
+def dags_folder() -> Path:
+    """The DAGs folder of the test AIRFLOW_HOME (conftest sets it up before Airflow is imported); ``dag.test()``
+    syncs the DAGs found there."""
+    return Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+
+
 class DagFile:
     """A DAG written into the DAGs folder for one test, removed afterwards."""
 
     def __init__(self, body: str) -> None:
         self.dag_id = f"t_{uuid.uuid4().hex[:10]}"
-        self.path = DAGS_FOLDER / f"{self.dag_id}.py"
+        self.path = dags_folder() / f"{self.dag_id}.py"
         source = HEADER + textwrap.dedent(body).replace("DAG_ID", repr(self.dag_id))
         self.path.write_text(source)
         spec = importlib.util.spec_from_file_location(self.dag_id, self.path)

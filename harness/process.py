@@ -1,4 +1,4 @@
-"""Runs one benchmark engine in a fresh process and returns its JSON report."""
+"""Benchmark processes: one benchmark engine run in a fresh process (its JSON report), and a process's peak RSS."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness.paths import REPO_ROOT
 
 
 def run_engine(engine: str, source: str | Path, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def run_engine(engine: str, source: str | Path, env: dict[str, str] | None = Non
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as out:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "benchmarks.engines", engine, str(source), out],
-                              capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=1800,
                               env={**os.environ, **(env or {})})
         process_seconds = time.perf_counter() - started
         if done.returncode != 0:

@@ -1,4 +1,5 @@
-"""Processes the demo and the end-to-end tests start: the emulator and a whole Airflow (standalone).
+"""Processes the demos, the end-to-end tests and the benchmarks start: the emulator and a whole Airflow
+(standalone).
 
 Every process runs in its own session and is stopped with its whole process group, on success, failure
 or Ctrl-C, so nothing outlives the demo or a test.
@@ -11,7 +12,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,10 +20,9 @@ from typing import Any
 
 import httpx
 
+from harness.paths import REPO_ROOT, VENV_BIN
 from voucherify_provider.emulator.server import free_port
 
-VENV_BIN = Path(sys.executable).parent
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # SQLite is shared by the scheduler, the dag-processor, the triggerer and our CLI calls: wait for a lock
 # (up to a minute) instead of failing after pysqlite's default five seconds.
 SQLITE_CONNECT_ARGS = {"timeout": 60}
@@ -146,7 +145,7 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "demo.stack.SQLITE_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "harness.stack.SQLITE_CONNECT_ARGS",
             # Two cores and one SQLite file: a few task processes at a time, not LocalExecutor's 32.
             "AIRFLOW__CORE__PARALLELISM": "4",
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from demo.services import libpq_dsn
-from demo.stack import VENV_BIN, AirflowStack, ManagedProcess, ProcessExited, wait_until
+from harness.paths import VENV_BIN
+from harness.services import libpq_dsn
+from harness.stack import AirflowStack, ManagedProcess, ProcessExited, wait_until
 from voucherify_provider.emulator.server import free_port
 
 SERVER_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")

@@ -7,7 +7,10 @@ import time
 
 import pytest
 
-from voucherify_provider.triggers.export import VoucherifyExportTrigger, next_interval
+from voucherify_provider.exports import next_interval
+from voucherify_provider.triggers.export import VoucherifyExportTrigger
+
+pytestmark = pytest.mark.unit
 
 
 def run(trigger: VoucherifyExportTrigger) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Small helpers shared by the tests."""
+"""Exports through the hook: wait until one is done, read its parts, filter by a creation window."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """A whole Airflow (standalone) running the example DAGs against an emulator whose data covers the last
-week, so runs triggered *now* (UI, REST, CLI) land real rows. Shared by the trigger and UI tests."""
+week, so runs triggered *now* (UI, REST, CLI) land real rows. Backs the UI and REST trigger tests
+(tests/test_ui_and_rest_triggers.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from demo.stack import AirflowStack, EmulatorProcess, wait_until
+from harness.paths import EXAMPLE_DAGS
+from harness.stack import AirflowStack, EmulatorProcess, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 OBJECTS = ("redemption", "points_expiration")  # one windowed DAG, one snapshot DAG
 
@@ -66,7 +67,7 @@ def start_stack(workdir: Path) -> Iterator[RunningStack]:
         env = {"AIRFLOW_CONN_VOUCHERIFY_DEFAULT": emulator.connection(), "VOUCHERIFY_DESTINATION": str(lake),
                "VOUCHERIFY_OBJECTS": ",".join(OBJECTS), "VOUCHERIFY_START_DATE": week_ago.date().isoformat(),
                "VOUCHERIFY_POLL_INTERVAL": "1", "VOUCHERIFY_RETRIES": "1", "VOUCHERIFY_RETRY_DELAY": "2"}
-        airflow = AirflowStack(workdir / "airflow", REPO / "dags", env)
+        airflow = AirflowStack(workdir / "airflow", EXAMPLE_DAGS, env)
         airflow.prepare(pools={"voucherify_api": 4})
         started = time.monotonic()
         with airflow:

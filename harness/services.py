@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from demo.stack import VENV_BIN, ManagedProcess, wait_until
+from harness.paths import VENV_BIN
+from harness.stack import ManagedProcess, wait_until
 from voucherify_provider.emulator.server import free_port
 
 S3_KEY = S3_SECRET = "testing"  # moto accepts any credentials; these never leave the machine

@@ -16,14 +16,15 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
-from demo.stack import wait_until
-from tests.running_stack import REPO, RunningStack, start_stack
-from tests.warehouse_checks import landed
+from harness.paths import REPO_ROOT
+from harness.running_stack import RunningStack, start_stack
+from harness.stack import wait_until
+from tests.support.warehouse_checks import landed
 from voucherify_provider.window import partition_stamp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(900)]
 
-UI = REPO / "tests" / "ui"
+UI = REPO_ROOT / "tests" / "ui"
 DAY = timedelta(days=1)
 
 

@@ -1,0 +1,1 @@
+"""Orders: the model (``models``) and the HTTP routes (``routes``)."""

@@ -1,0 +1,1 @@
+"""Redemptions: the model (``models``) and the HTTP routes (``routes``)."""

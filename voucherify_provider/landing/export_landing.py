@@ -1,0 +1,153 @@
+"""Land the files of one DONE export into a partition: each file streamed through the typed CSV reader
+into its own Parquet file, downloaded again when the transfer breaks off, read again to name a bad row,
+progress logged, unparseable rows set aside, and the manifest committed last.
+
+Imports pyarrow: the landing operator imports this inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from voucherify_provider import __version__, catalog
+from voucherify_provider.errors import VoucherifyDownloadError
+from voucherify_provider.landing.stream import IterStream
+from voucherify_provider.landing.typed_csv import NeedsDiagnosis, ParseStats, RejectedRows, TypedCsvReader
+from voucherify_provider.landing.writer import PartitionWriter
+from voucherify_provider.window import Window
+
+if TYPE_CHECKING:
+    from voucherify_provider.hooks.voucherify import ExportPart
+
+
+class DownloadProgress:
+    """Logs bytes and rate every ``every`` seconds of a long download."""
+
+    def __init__(self, log: logging.Logger | Any, label: str, every: float) -> None:
+        self.log, self.label, self.every = log, label, every
+        self.started = self.last = time.monotonic()
+        self.bytes = 0
+
+    def add_bytes(self, size: int) -> None:
+        """Count downloaded bytes; log when ``every`` seconds passed since the last line."""
+        self.bytes += size
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = self.bytes / max(now - self.started, 1e-9) / 1e6
+            self.log.info("%s: %.1f MB downloaded (%.1f MB/s)", self.label, self.bytes / 1e6, rate)
+
+
+@dataclass
+class ExportLanding:
+    """One export's landing into ``writer``'s partition.
+
+    ``window`` (None for snapshots) filters the rows; ``place_by`` (change windows) names the columns
+    whose latest value places a row in the window. ``on_bad_value`` is ``fail`` or ``reject``.
+    """
+
+    export_id: str
+    obj: catalog.ExportedObject
+    fields: list[str]
+    window: Window
+    windowed: bool
+    changes: bool
+    writer: PartitionWriter
+    log: logging.Logger | Any
+    on_bad_value: str = "fail"
+    max_download_attempts: int = 3
+    progress_every_seconds: float = 30.0
+
+    @property
+    def place_by(self) -> list[str] | None:
+        """Change windows place a record by its last change; created_at windows by its creation."""
+        return [self.obj.updated_field or "", self.obj.created_field or ""] if self.changes else None
+
+    @property
+    def mode(self) -> str:
+        """``changes``, ``window`` or ``snapshot``: how the manifest names this landing."""
+        return "changes" if self.changes else "window" if self.windowed else "snapshot"
+
+    def land(self, parts: Iterable[ExportPart]) -> dict[str, Any]:
+        """Land every file of the export, then commit; returns the manifest."""
+        rejected = RejectedRows(self.fields) if self.on_bad_value == "reject" else None
+        totals = ParseStats()
+        progress = DownloadProgress(self.log, f"Export {self.export_id}", self.progress_every_seconds)
+        token = uuid.uuid4().hex[:8]  # keeps this run's file names apart from an earlier run of the export
+        for part in parts:
+            suffix = f"-{part.index:04d}" if part.count > 1 else ""
+            self._land_part(part, f"part-{self.export_id}-{token}{suffix}.parquet", rejected, totals, progress)
+        if rejected is not None and rejected.rows:
+            self.writer.write_side_file(f"rejected-{self.export_id}.csv", rejected_csv(rejected))
+            self.log.warning("%d row(s) could not be typed; see rejected-%s.csv", len(rejected.rows),
+                             self.export_id)
+        return self.writer.commit({
+            "export_id": self.export_id, "exported_object": self.obj.name, "mode": self.mode,
+            "placed_by": self.place_by or ([self.obj.created_field] if self.windowed else []),
+            "window_start": self.window.start.isoformat(), "window_end": self.window.end.isoformat(),
+            "fields": self.fields, "schema": manifest_schema(self.writer.schema),
+            "rows_outside_window": totals.outside_window, "rows_rejected": totals.rejected,
+            "bytes_downloaded": progress.bytes, "written_at": datetime.now(timezone.utc).isoformat(),
+            "provider_version": __version__,
+        })
+
+    def _land_part(self, part: ExportPart, name: str, rejected: RejectedRows | None, totals: ParseStats,
+                   progress: DownloadProgress) -> None:
+        """One file into one Parquet file: again from the start when the download breaks off (up to
+        ``max_download_attempts``), or in diagnosis mode when a batch holds a bad value."""
+        attempt, diagnose = 1, False
+        while True:
+            part_writer = self.writer.part(name)
+            reader = TypedCsvReader(self.obj, self.fields, window=self.window if self.windowed else None,
+                                    place_by=self.place_by, rejected=rejected, diagnose=diagnose,
+                                    label=f"Export {self.export_id} file {part.index + 1}/{part.count}")
+            try:
+                for batch in reader.batches(IterStream(part.iter_bytes(), progress.add_bytes)):
+                    part_writer.write(batch)
+                self.writer.add(part_writer.close())
+            except NeedsDiagnosis as err:
+                part_writer.abort()
+                self.log.warning("%s; reading the file again to find the row", err)
+                diagnose = True
+                continue
+            except VoucherifyDownloadError as err:
+                part_writer.abort()
+                if attempt == self.max_download_attempts:
+                    raise
+                attempt += 1
+                self.log.warning("%s; attempt %d of %d, downloading again", err, attempt,
+                                 self.max_download_attempts)
+                continue
+            except BaseException:
+                part_writer.abort()
+                raise
+            for key in ("rows", "outside_window", "rejected"):
+                setattr(totals, key, getattr(totals, key) + getattr(reader.stats, key))
+            return
+
+
+def manifest_schema(schema: Any) -> list[dict[str, str]]:
+    """The manifest's description of the landed columns: Arrow type, the catalog's type and (amounts) unit."""
+    return [{"name": f.name, "type": str(f.type),
+             **{key.decode(): value.decode() for key, value in (f.metadata or {}).items()
+                if key in (b"voucherify_type", b"voucherify_unit")}}
+            for f in schema]
+
+
+def rejected_csv(rejected: RejectedRows) -> bytes:
+    """The rows that could not be typed, as CSV with an ``_error`` column saying why."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*rejected.fields, "_error"])
+    for row, reason in zip(rejected.rows, rejected.reasons, strict=True):
+        writer.writerow([*("" if v is None else v for v in row), reason])
+    return buffer.getvalue().encode("utf-8")
+
