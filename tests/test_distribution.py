@@ -55,10 +55,10 @@ print(json.dumps({
 """
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
+def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600, with_stderr: bool = False) -> str:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(cmd[:4])}... failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
+    return done.stdout + done.stderr if with_stderr else done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -118,15 +118,18 @@ def test_airflow_registers_the_provider_and_parses_the_dags(installed, tmp_path)
 
 
 def test_example_dags_run_on_this_airflow(installed, tmp_path):
-    _, venv = installed
+    version, venv = installed
     with EmulatorProcess(tmp_path, scale=300) as emulator:
         env = airflow_env(tmp_path / "home", AIRFLOW_CONN_VOUCHERIFY_DEFAULT=emulator.connection(),
                           VOUCHERIFY_DESTINATION=str(tmp_path / "lake"), VOUCHERIFY_OBJECTS="redemption,order",
                           VOUCHERIFY_POLL_INTERVAL="0.5", VOUCHERIFY_RETRIES="0")
         airflow = str(venv / "bin" / "airflow")
         run([airflow, "db", "migrate"], env)
-        for dag_id in ("voucherify_redemption", "voucherify_order"):
-            run([airflow, "dags", "test", dag_id, "2024-01-03T00:00:00+00:00"], env)
+        logs = [run([airflow, "dags", "test", dag_id, "2024-01-03T00:00:00+00:00"], env, with_stderr=True)
+                for dag_id in ("voucherify_redemption", "voucherify_order")]
+        if version != OLDEST:  # Airflow 3.1's task SDK itself logs any absent Variable at ERROR (3.2: debug)
+            # The destination falls back from the param to the (unset) Variable: expected, not an error.
+            assert not [line for log in logs for line in log.splitlines() if "Variable not found" in line]
         assert_matches_ground_truth(emulator, tmp_path / "lake", "redemption", ["2024-01-02"], "2024-01-03")
         # Orders land by change window and merge into their Delta current-state table.
         orders = ds.dataset(str(tmp_path / "lake" / "order"), format="parquet", partitioning="hive").to_table()
