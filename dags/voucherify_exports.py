@@ -142,14 +142,11 @@ def windows(lookback: int, **context: Any) -> list[dict[str, str]]:
     The run's window is its data interval; a run without one (``airflow dags trigger`` with no logical
     date, REST ``"logical_date": null``) takes the latest complete interval of the timetable before it.
     """
-    from voucherify_provider.errors import VoucherifyConfigError
-    from voucherify_provider.outcomes import fail_task
+    from voucherify_provider.outcomes import config_errors_fail_task
     from voucherify_provider.window import Window
 
-    try:
+    with config_errors_fail_task():  # a retry cannot give the run an interval
         window = Window.for_run(None, None, context)
-    except VoucherifyConfigError as err:
-        fail_task(str(err))  # a retry cannot give the run an interval
     step = window.end - window.start
     return [
         {"window_start": (window.start - k * step).isoformat(), "window_end": (window.end - k * step).isoformat()}
