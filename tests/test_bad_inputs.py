@@ -29,6 +29,7 @@ from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.sensors.export import VoucherifyExportDoneSensor
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 from voucherify_provider.triggers.export import VoucherifyExportTrigger
+from voucherify_provider.window import Window
 
 pytestmark = pytest.mark.unit
 
@@ -179,6 +180,11 @@ CASES: list[tuple[str, Callable[[Env], Any], str, bool]] = [
     ("export of another window",
      lambda e: e.land(wait_done(e.hook, e.create().execute(context()))["id"], exported_object="redemption",
                       **OTHER_WINDOW).execute(context()), r"not this task's window", False),
+    ("windowed export without its creation field",
+     lambda e: e.land(e.done_export(fields=["id", "order_amount"],
+                                    filters={"junction": "and", "created_at": Window.of(JAN2, JAN3).api_filter()}),
+                      exported_object="redemption").execute(context()),
+     r"A windowed redemption export must include 'date'", False),
     # -- the file --
     ("wrong column count", lambda e: e.land_body(HEADER + b"r_1,2024-01-02T01:00:00.000Z,1,extra\r\n"),
      r"has 4 columns but the export has 3 fields", False),

@@ -87,5 +87,7 @@ class ExportDescription:
         return (conditions.get("$after") or [None])[0], (conditions.get("$before") or [None])[0]
 
     def is_change_window(self, obj: catalog.ExportedObject) -> bool:
-        """An export of the records created or updated in a window (``incremental=True``)."""
-        return bool(obj.updated_field) and self.filters.get("junction") == "or" and obj.updated_field in self.filters
+        """A window of the records created or updated in it (``incremental=True``); never a snapshot, whatever
+        its own filters."""
+        return (self.windowed and bool(obj.updated_field) and self.filters.get("junction") == "or"
+                and obj.updated_field in self.filters)

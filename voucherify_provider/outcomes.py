@@ -56,7 +56,7 @@ def raise_for_event(event: dict[str, Any], *, retryable_error: bool, sensor: boo
     try:
         outcome = TriggerOutcome(event.get("status"))
     except ValueError:
-        raise airflow_exception("AirflowException")(f"Unexpected event {event!r}") from None
+        raise airflow_exception("AirflowException")(event.get("message") or f"Unexpected event {event!r}") from None
     if outcome is TriggerOutcome.SUCCESS:
         return export_id
     if outcome is TriggerOutcome.EXPORT_ERROR:

@@ -313,11 +313,14 @@ class Dataset:
 
     def _voucher(self, i: int, h: int, created: int) -> dict[str, Any]:
         vtype = ("DISCOUNT_VOUCHER", "GIFT_VOUCHER", "LOYALTY_CARD")[h % 3]
+        dtype = ("AMOUNT", "PERCENT", "UNIT", "FIXED")[h % 4] if vtype == "DISCOUNT_VOUCHER" else None
         cust = self._customer_ref(h)
+        # A voucher's value counts what its type says: percent, units, else the minor currency unit.
+        value = {"PERCENT": 5 + h % 46, "UNIT": 1 + h % 3}.get(dtype or "", (h % 500) * 100)
         return {
             "code": self.voucher_code(i), "voucher_type": vtype,
-            "value": (h % 500) * 100 if vtype != "LOYALTY_CARD" else 0, "formula": None,
-            "discount_type": ("AMOUNT", "PERCENT", "UNIT", "FIXED")[h % 4] if vtype == "DISCOUNT_VOUCHER" else None,
+            "value": value if vtype != "LOYALTY_CARD" else 0, "formula": None,
+            "discount_type": dtype,
             "campaign": CAMPAIGNS[h % len(CAMPAIGNS)], "category": None,
             "start_date": created, "expiration_date": created + 90 * DAY_MS,
             "gift_balance": (h % 300) * 100 if vtype == "GIFT_VOUCHER" else None,

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 from airflow.sdk import BaseHook
@@ -34,16 +34,14 @@ from voucherify_provider.hooks._core import (
     RetryPolicy,
     export_urls,
     mask_export_tokens,
+    mask_secret,
     missing_connection,
     redact_url,
     settings_from_connection,
 )
 from voucherify_provider.utc import plus_one_ms
 
-__all__ = ["ExportPart", "ExportStatus", "RetryPolicy", "VoucherifyHook"]
-
-if TYPE_CHECKING:
-    pass
+__all__ = ["ExportPart", "ExportStatus", "RetryPolicy", "VoucherifyHook", "mask_secret"]
 
 
 @dataclass

@@ -105,10 +105,11 @@ class ExportLanding:
         ``max_download_attempts``), or in diagnosis mode when a batch holds a bad value."""
         attempt, diagnose = 1, False
         while True:
-            part_writer = self.writer.part(name)
+            # The reader first: it refuses fields it cannot place rows by before any file is staged.
             reader = TypedCsvReader(self.obj, self.fields, window=self.window if self.windowed else None,
                                     place_by=self.place_by, rejected=rejected, diagnose=diagnose,
                                     label=f"Export {self.export_id} file {part.index + 1}/{part.count}")
+            part_writer = self.writer.part(name)
             try:
                 for batch in reader.batches(IterStream(part.iter_bytes(), progress.add_bytes)):
                     part_writer.write(batch)

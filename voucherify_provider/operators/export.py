@@ -14,7 +14,7 @@ from voucherify_provider import DEFAULT_CONN_ID, catalog
 from voucherify_provider.arguments import conf_default_deferrable, is_templated
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
 from voucherify_provider.exports import ExportStatus, export_parameters
-from voucherify_provider.outcomes import config_errors_fail_task, fail_task, raise_for_event
+from voucherify_provider.outcomes import config_errors_fail_task, raise_for_event
 from voucherify_provider.window import Window, change_filters, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
@@ -154,15 +154,14 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def plan(self, context: Context) -> dict[str, Any]:
         """The export request this run makes (validated), failing the task without retries if invalid."""
-        try:
+        with config_errors_fail_task():
             obj = catalog.get_object(self.exported_object)
             windowed = obj.windowable if self.windowed is None else self.windowed
             window = None
             if windowed and obj.windowable:
                 window = Window.for_run(self.window_start, self.window_end, context)
-            return self._plan(window)
-        except (VoucherifyConfigError, catalog.CatalogError) as err:
-            fail_task(str(err))
+            plan = self._plan(window)
+        return plan
 
     # -- ResumableJobMixin ----------------------------------------------------------------------------
 

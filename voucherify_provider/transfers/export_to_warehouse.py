@@ -11,9 +11,9 @@ from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from voucherify_provider import DEFAULT_CONN_ID, catalog
 from voucherify_provider.arguments import is_templated
-from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
+from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError, VoucherifySecurityError
 from voucherify_provider.exports import ExportDescription, ExportStatus
-from voucherify_provider.landing.destination import asset_for, destination_path, staging_owner
+from voucherify_provider.landing.destination import asset_for, destination_path, lineage_dataset_name, staging_owner
 from voucherify_provider.landing.paths import path_url
 from voucherify_provider.lineage import landing_lineage, no_lineage
 from voucherify_provider.outcomes import airflow_exception, config_errors_fail_task, fail_task
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from voucherify_provider.hooks.voucherify import VoucherifyHook
 
 ON_BAD_VALUE = ("fail", "reject")
+
+__all__ = ["VoucherifyDownloadToWarehouseOperator", "lineage_dataset_name"]  # the latter: its 0.1 home
 
 
 class VoucherifyDownloadToWarehouseOperator(BaseOperator):
@@ -135,7 +137,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                                 self.progress_every_seconds)
         try:
             manifest = landing.land(self.hook.download_export(self.export_id, export.raw))
-        except BadExportFileError as err:
+        except (BadExportFileError, VoucherifySecurityError) as err:  # the same file or URL on every retry
             writer.abort()
             fail_task(str(err))
         except BaseException:
