@@ -117,8 +117,9 @@ def test_readers_skip_an_in_flight_and_a_killed_landing(emu, hook, tmp_path, spa
 
 
 def test_spark_and_duckdb_read_the_current_state_table_as_the_readme_says(tmp_path, spark):
-    """The README's offline recipes: Spark on the live files with ``basePath`` (the month comes back from
-    the folder names) and DuckDB over the provider's dataset, after a schema change, equal to pyarrow."""
+    """The docs' offline recipes (docs/concepts/current-state.md includes them from here): Spark on the live
+    files with ``basePath`` (the month comes back from the folder names) and DuckDB over the provider's
+    dataset, after a schema change, equal to pyarrow."""
     import duckdb
     import pyarrow as pa
     from airflow.sdk import ObjectStoragePath

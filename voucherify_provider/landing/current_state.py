@@ -12,10 +12,10 @@ files holding a key are rewritten (``delta_files.py`` says why the provider does
 delta-rs's MERGE). Memory is bounded by a file and a chunk of changes, not by the table. A table of the
 older unpartitioned layout is migrated in place by the first merge or reconcile that meets it (one commit).
 
-Why Delta Lake (measured, see README): a self-describing table in its folder (no catalog service to run),
-read by DuckDB, Spark, pyarrow, Polars, Trino and Databricks; its log gives atomic commits, time travel
-and vacuum. Changes to one table are serialised by the same exclusive lock file as partition commits, so
-two runs never race a commit, on local disks and on S3 alike.
+Why Delta Lake (measured, see docs/concepts/current-state.md): a self-describing table in its folder (no
+catalog service to run), read by DuckDB, Spark, pyarrow, Polars, Trino and Databricks; its log gives atomic
+commits, time travel and vacuum. Changes to one table are serialised by the same exclusive lock file as
+partition commits, so two runs never race a commit, on local disks and on S3 alike.
 """
 
 from __future__ import annotations
