@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import Asset, ObjectStoragePath
 
 from voucherify_provider.errors import VoucherifyConfigError, explain_missing_connection
-from voucherify_provider.landing.paths import is_local, path_url
+from voucherify_provider.landing.paths import is_local, is_local_url, path_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,7 +36,7 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
                 f"AIRFLOW_CONN_{conn_id.upper()}), or leave destination_conn_id unset to use the worker's "
                 "default credentials."):
             BaseHook.get_connection(conn_id)
-    if not conn_id and _is_local(str(destination)):
+    if not conn_id and is_local_url(str(destination)):
         _attach_local_filesystem()
     try:
         return ObjectStoragePath(str(destination), conn_id=conn_id)
@@ -44,10 +44,6 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
         raise VoucherifyConfigError(
             f"destination {str(destination)!r}: {err}. Use a local path or a URL whose filesystem is installed "
             "(file://, s3:// with apache-airflow-providers-amazon[s3fs], gs://, abfs://...).") from None
-
-
-def _is_local(destination: str) -> bool:
-    return "://" not in destination or destination.startswith("file://")
 
 
 def _attach_local_filesystem() -> None:

@@ -12,6 +12,11 @@ def is_local(path: Any) -> bool:
     return path.protocol in LOCAL_PROTOCOLS
 
 
+def is_local_url(url: str) -> bool:
+    """Whether a destination string names the local filesystem: a plain path, or a local scheme."""
+    return "://" not in url or url.split("://", 1)[0] in LOCAL_PROTOCOLS
+
+
 def path_url(path: Any) -> str:
     """An ObjectStoragePath as a plain URL (local: the absolute path), without the connection id its
     ``str()`` shows."""
