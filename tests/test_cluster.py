@@ -98,12 +98,22 @@ def exports_created(emulator: EmulatorProcess) -> list[dict[str, Any]]:
     headers = {"X-App-Id": emulator.app_id, "X-App-Token": emulator.app_token}
     found: list[dict[str, Any]] = []
     for page in range(1, 101):
-        body = httpx.get(f"{emulator.base_url}/v1/exports", params={"limit": 100, "page": page},
-                         headers=headers, timeout=30).json()
+        body = list_exports_page(emulator, headers, page)
         found.extend(body["exports"])
         if len(found) >= body["total"]:
             return found
     raise AssertionError("more exports than the list endpoint pages through")
+
+
+def list_exports_page(emulator: EmulatorProcess, headers: dict[str, str], page: int) -> dict[str, Any]:
+    """One page of the export list, retried through the random 429s and 5xx the scenario configured."""
+    for _ in range(20):
+        answer = httpx.get(f"{emulator.base_url}/v1/exports", params={"limit": 100, "page": page},
+                           headers=headers, timeout=30)
+        if answer.status_code == 200:
+            return dict(answer.json())
+        time.sleep(1)
+    raise AssertionError(f"the export list kept failing: {answer.status_code} {answer.text[:200]}")
 
 
 def export_key(export: dict[str, Any]) -> tuple[str, str | None]:

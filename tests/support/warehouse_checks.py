@@ -99,7 +99,10 @@ def secrets_found(roots: list[Path], secrets: list[str]) -> list[tuple[str, str]
     needles = [s.encode() for s in secrets if s]
     hits = []
     for path in files_under(roots):
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # e.g. SQLite's -wal, removed as a last process closes the database
+            continue
         hits.extend((str(path), n.decode()[:6] + "…") for n in needles if n in data)
     return hits
 
