@@ -156,6 +156,46 @@ def test_export_durations_spread_between_the_bounds(emu, hook, clock):
     assert {hook.get_export(i)["status"] for i in ids} == {"DONE"}
 
 
+def test_export_time_grows_with_its_rows(emu, hook, clock):
+    rate, base = 100.0, 0.5
+    emu.configure(in_progress_seconds=base, export_rows_per_second=rate)
+    rows = {obj: emu.ground_truth(obj)["count"] for obj in ("redemption", "customer")}
+    assert rows["redemption"] > rows["customer"] > 0
+    ids = {obj: hook.create_export(obj)["id"] for obj in rows}
+    records = emu.backend.exports.records
+    assert all(records[i].row_count is None for i in ids.values())  # creating counts nothing
+    done_at = {obj: base + n / rate for obj, n in rows.items()}
+
+    def status(obj: str) -> str:
+        return str(hook.get_export(ids[obj])["status"])
+
+    clock.advance(done_at["customer"] - 0.005)
+    assert status("customer") == status("redemption") == "IN_PROGRESS"
+    assert {records[i].row_count for i in ids.values()} == set(rows.values())  # counted at the first check
+    clock.advance(0.01)
+    assert (status("customer"), status("redemption")) == ("DONE", "IN_PROGRESS")  # same age, bigger: later
+    clock.now = done_at["redemption"] - 0.005
+    assert status("redemption") == "IN_PROGRESS"
+    clock.advance(0.01)
+    assert status("redemption") == "DONE"
+
+    emu.configure(export_rows_per_second=0)  # size no longer matters: both take in_progress_seconds
+    ids = {obj: hook.create_export(obj)["id"] for obj in rows}
+    clock.advance(base - 0.005)
+    assert status("customer") == status("redemption") == "IN_PROGRESS"
+    clock.advance(0.01)
+    assert status("customer") == status("redemption") == "DONE"
+    assert all(records[i].row_count is None for i in ids.values())  # never counted when the rate is 0
+
+
+def test_export_rows_per_second_rejects_negatives(emu):
+    with pytest.raises(httpx.HTTPStatusError) as err:
+        emu.configure(export_rows_per_second=-1)
+    assert err.value.response.status_code == 400 and "export_rows_per_second" in err.value.response.text
+    with pytest.raises(ValueError, match="export_rows_per_second"):
+        EmulatorConfig(export_rows_per_second=-1)
+
+
 def test_export_cache_renders_each_file_once(emu, hook, tmp_path):
     emu.configure(export_cache_dir=str(tmp_path))
 

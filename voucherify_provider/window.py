@@ -11,9 +11,10 @@ keeps exactly the rows created in ``[start, end)``, so consecutive windows share
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from voucherify_provider.errors import VoucherifyConfigError
@@ -74,6 +75,34 @@ class Window:
         """The ``created_at`` condition catching every record of the window whatever the bound rules."""
         return {"conditions": {"$after": [iso_utc(self.start - ONE_MS)], "$before": [iso_utc(self.end)]}}
 
+    def split(self, schedule: str, max_intervals: int = 100_000) -> list[Window]:
+        """The intervals of the cron ``schedule`` (UTC; Airflow's presets such as ``@daily`` too) that tile
+        this window: the data intervals a DAG on that schedule gives its runs over the same span.
+
+        Both bounds must be interval boundaries of the schedule, else the first or last piece would be a
+        partial interval that no run of that DAG lands."""
+        from croniter import croniter
+
+        fire = croniter(cron_schedule(schedule), self.start - timedelta(microseconds=1))
+        bounds = [fire.get_next(datetime)]
+        if bounds[0] != self.start:
+            raise VoucherifyConfigError(
+                f"The window starts at {self.start.isoformat()}, which is not an interval boundary of "
+                f"{schedule!r} (the next one is {bounds[0].isoformat()}): its first partition would hold part of "
+                "an interval. Start the window on a boundary of the schedule (for '@daily': midnight UTC).")
+        while bounds[-1] < self.end:
+            if len(bounds) > max_intervals:
+                raise VoucherifyConfigError(
+                    f"[{self.start.isoformat()}, {self.end.isoformat()}) holds more than {max_intervals} intervals "
+                    f"of {schedule!r}; split it into shorter windows.")
+            bounds.append(fire.get_next(datetime))
+        if bounds[-1] != self.end:
+            raise VoucherifyConfigError(
+                f"The window ends at {self.end.isoformat()}, which is not an interval boundary of {schedule!r} "
+                f"(the intervals around it end at {bounds[-2].isoformat()} and {bounds[-1].isoformat()}): its last "
+                "partition would hold part of an interval. End the window on a boundary of the schedule.")
+        return [Window(as_utc(a, "start"), as_utc(b, "end")) for a, b in itertools.pairwise(bounds)]
+
     @property
     def partition(self) -> str:
         """Hive-style partition segment, no colons: ``window_start=20240101T000000Z``."""
@@ -109,6 +138,32 @@ def latest_complete_interval(context: Mapping[str, Any]) -> Window | None:
     if interval is None or interval.end is None or interval.start is None or interval.end <= interval.start:
         return None
     return Window.of(interval.start, interval.end)
+
+
+def cron_schedule(schedule: str) -> str:
+    """The cron expression of ``schedule`` (Airflow's presets resolved), checked."""
+    from croniter import croniter
+
+    expression = _cron_presets().get(schedule, schedule)
+    try:
+        croniter(expression)
+    except (ValueError, KeyError) as err:
+        raise VoucherifyConfigError(
+            f"partition_schedule {schedule!r} is not a cron expression ({err}); use the schedule of the DAG "
+            "whose partitions the landing must match, e.g. '@daily' or '0 0 * * *'.") from None
+    return expression
+
+
+def _cron_presets() -> dict[str, str]:
+    """Airflow's cron presets (``@daily``, ``@quarterly``...), as its timetables resolve them."""
+    try:
+        from airflow.utils.dates import cron_presets
+
+        return dict(cron_presets)
+    except ImportError:  # a task SDK without core: the same table lives in the SDK's cron timetables
+        from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
+
+        return dict(CRON_PRESETS)
 
 
 def partition_stamp(value: datetime) -> str:

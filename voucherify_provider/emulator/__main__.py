@@ -29,18 +29,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-progress-seconds", type=float, default=defaults.in_progress_seconds)
     parser.add_argument("--in-progress-seconds-max", type=float, default=defaults.in_progress_seconds_max,
                         help="draw each export's duration between --in-progress-seconds and this")
+    parser.add_argument("--export-rows-per-second", type=float, default=defaults.export_rows_per_second,
+                        help="keep each export IN_PROGRESS rows / this seconds longer (0: size does not matter)")
     parser.add_argument("--export-cache-dir", default=defaults.export_cache_dir,
                         help="render each export file once into this directory and serve it from disk")
     parser.add_argument("--rate-limit-per-minute", type=int, default=defaults.rate_limit_per_minute)
     parser.add_argument("--chunk-rows", type=int, default=defaults.chunk_rows)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    config = EmulatorConfig(
-        app_id=args.app_id, app_token=args.app_token, seed=args.seed, scale=args.scale, start=args.start,
-        end=args.end, scheduled_seconds=args.scheduled_seconds, in_progress_seconds=args.in_progress_seconds,
-        in_progress_seconds_max=args.in_progress_seconds_max, export_cache_dir=args.export_cache_dir,
-        rate_limit_per_minute=args.rate_limit_per_minute, chunk_rows=args.chunk_rows,
-    )
+    try:
+        config = EmulatorConfig(
+            app_id=args.app_id, app_token=args.app_token, seed=args.seed, scale=args.scale, start=args.start,
+            end=args.end, scheduled_seconds=args.scheduled_seconds, in_progress_seconds=args.in_progress_seconds,
+            in_progress_seconds_max=args.in_progress_seconds_max, export_rows_per_second=args.export_rows_per_second,
+            export_cache_dir=args.export_cache_dir, rate_limit_per_minute=args.rate_limit_per_minute,
+            chunk_rows=args.chunk_rows,
+        )
+    except ValueError as err:
+        parser.error(str(err))  # a usage error, not a traceback
     from voucherify_provider.emulator.server import build_server
 
     print(f"Voucherify emulator on http://{args.host}:{args.port} (seed {args.seed}, scale {args.scale})", flush=True)

@@ -29,6 +29,10 @@ class EmulatorConfig:
     # When above ``in_progress_seconds``: each export's IN_PROGRESS time is drawn (seeded, uniform) between
     # the two, as real exports of different sizes take different times.
     in_progress_seconds_max: float = 0.0
+    # On top of that, an export stays IN_PROGRESS for ``rows / export_rows_per_second`` seconds (0 = size does
+    # not matter): a real export of millions of rows takes far longer than one of 100. The real rate is
+    # undocumented, hence a setting.
+    export_rows_per_second: float = 0.0
     # Unknown in the real API (API_NOTES 4): whether $after / $before include the bound itself.
     after_inclusive: bool = False
     before_inclusive: bool = False
@@ -67,12 +71,20 @@ class EmulatorConfig:
     fault_rate_export_error: float = 0.0
 
     MUTABLE_AT_RUNTIME = (
-        "scheduled_seconds", "in_progress_seconds", "in_progress_seconds_max", "after_inclusive", "before_inclusive",
+        "scheduled_seconds", "in_progress_seconds", "in_progress_seconds_max", "export_rows_per_second",
+        "after_inclusive", "before_inclusive",
         "download_token_ttl_seconds", "download_base_url", "chunk_rows", "csv_headers", "money_format",
         "rate_limit_per_minute", "export_cache_dir", "data_clock", "or_junction",
         "fault_rate_5xx", "fault_rate_429", "fault_rate_slow", "slow_seconds", "fault_rate_truncate",
         "fault_rate_export_error",
     )
+
+    def __post_init__(self) -> None:
+        self._check_export_rate()  # the command line and the pytest marker build configs directly
+
+    def _check_export_rate(self) -> None:
+        if self.export_rows_per_second < 0:
+            raise ValueError(f"export_rows_per_second must be >= 0, not {self.export_rows_per_second}")
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON, without the app token."""
@@ -95,5 +107,6 @@ class EmulatorConfig:
             raise ValueError("money_format must be 'fixed2' or 'minimal'")
         if self.or_junction not in ("field", "condition"):
             raise ValueError("or_junction must be 'field' or 'condition'")
+        self._check_export_rate()
         if self.data_clock:
             datetime.fromisoformat(self.data_clock.replace("Z", "+00:00"))  # ValueError names the bad value

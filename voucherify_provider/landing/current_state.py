@@ -79,11 +79,28 @@ def state_schema(landed: pa.Schema) -> pa.Schema:
 def merge_partition(table: ObjectStoragePath, obj: ExportedObject, partition: ObjectStoragePath,
                     owner: str) -> dict[str, int]:
     """Merge one landed change partition (its manifest's files) into the table; returns the counts."""
-    manifest = _manifest(partition)
-    files = [partition / f["path"] for f in manifest["files"]]
-    if not files:
+    return merge_partitions(table, obj, [partition], owner)
+
+
+def merge_partitions(table: ObjectStoragePath, obj: ExportedObject, partitions: Sequence[ObjectStoragePath],
+                     owner: str) -> dict[str, int]:
+    """Merge landed change partitions of the same columns (a history load's days) in one pass: one read of
+    the months they touch, one commit; returns the counts."""
+    readers = []
+    for partition in partitions:
+        manifest = _manifest(partition)
+        files = [partition / f["path"] for f in manifest["files"]]
+        if files:
+            readers.append(_stamped(obj, files, str(manifest.get("export_id", ""))))
+    if not readers:
         return {"num_source_rows": 0}
-    return merge_rows(table, obj, _stamped(obj, files, str(manifest.get("export_id", ""))), owner)
+    schema = readers[0].schema
+    if any(not r.schema.equals(schema) for r in readers):
+        raise VoucherifyConfigError(
+            f"The partitions to merge into {table} were landed with different fields; merge them one at a time "
+            "(a list of manifests instead of one summary).")
+    return merge_rows(table, obj, pa.RecordBatchReader.from_batches(
+        schema, (batch for reader in readers for batch in reader)), owner)
 
 
 def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBatchReader, owner: str) -> dict[str, int]:

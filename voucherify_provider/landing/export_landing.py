@@ -12,10 +12,11 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voucherify_provider import __version__, catalog
 from voucherify_provider.errors import VoucherifyDownloadError
@@ -46,9 +47,38 @@ class DownloadProgress:
             self.log.info("%s: %.1f MB downloaded (%.1f MB/s)", self.label, self.bytes / 1e6, rate)
 
 
-@dataclass
-class ExportLanding:
-    """One export's landing into ``writer``'s partition.
+class FileSink(Protocol):
+    """Where the typed rows of one export file go while it is read: kept on ``close``, dropped on ``abort``."""
+
+    def write(self, batch: Any) -> None:
+        """Take rows."""
+
+    def close(self) -> None:
+        """Keep what was written."""
+
+    def abort(self) -> None:
+        """Drop what was written (the file is read again, or the landing fails)."""
+
+
+class _PartSink:
+    """One export file into one Parquet file of the partition."""
+
+    def __init__(self, writer: PartitionWriter, name: str) -> None:
+        self._writer, self._part = writer, writer.part(name)
+
+    def write(self, batch: Any) -> None:
+        self._part.write(batch)
+
+    def close(self) -> None:
+        self._writer.add(self._part.close())
+
+    def abort(self) -> None:
+        self._part.abort()
+
+
+@dataclass(kw_only=True)
+class Landing:
+    """What a landing of one DONE export needs whatever it lands into, and the per-file loop.
 
     ``window`` (None for snapshots) filters the rows; ``place_by`` (change windows) names the columns
     whose latest value places a row in the window. ``on_bad_value`` is ``fail`` or ``reject``.
@@ -60,7 +90,6 @@ class ExportLanding:
     window: Window
     windowed: bool
     changes: bool
-    writer: PartitionWriter
     log: logging.Logger | Any
     on_bad_value: str = "fail"
     max_download_attempts: int = 3
@@ -76,32 +105,14 @@ class ExportLanding:
         """``changes``, ``window`` or ``snapshot``: how the manifest names this landing."""
         return "changes" if self.changes else "window" if self.windowed else "snapshot"
 
-    def land(self, parts: Iterable[ExportPart]) -> dict[str, Any]:
-        """Land every file of the export, then commit; returns the manifest."""
+    def _start(self) -> tuple[RejectedRows | None, ParseStats, DownloadProgress]:
         rejected = RejectedRows(self.fields) if self.on_bad_value == "reject" else None
-        totals = ParseStats()
-        progress = DownloadProgress(self.log, f"Export {self.export_id}", self.progress_every_seconds)
-        token = uuid.uuid4().hex[:8]  # keeps this run's file names apart from an earlier run of the export
-        for part in parts:
-            suffix = f"-{part.index:04d}" if part.count > 1 else ""
-            self._land_part(part, f"part-{self.export_id}-{token}{suffix}.parquet", rejected, totals, progress)
-        if rejected is not None and rejected.rows:
-            self.writer.write_side_file(f"rejected-{self.export_id}.csv", rejected_csv(rejected))
-            self.log.warning("%d row(s) could not be typed; see rejected-%s.csv", len(rejected.rows),
-                             self.export_id)
-        return self.writer.commit({
-            "export_id": self.export_id, "exported_object": self.obj.name, "mode": self.mode,
-            "placed_by": self.place_by or ([self.obj.created_field] if self.windowed else []),
-            "window_start": self.window.start.isoformat(), "window_end": self.window.end.isoformat(),
-            "fields": self.fields, "schema": manifest_schema(self.writer.schema),
-            "rows_outside_window": totals.outside_window, "rows_rejected": totals.rejected,
-            "bytes_downloaded": progress.bytes, "written_at": datetime.now(timezone.utc).isoformat(),
-            "provider_version": __version__,
-        })
+        return rejected, ParseStats(), DownloadProgress(self.log, f"Export {self.export_id}",
+                                                        self.progress_every_seconds)
 
-    def _land_part(self, part: ExportPart, name: str, rejected: RejectedRows | None, totals: ParseStats,
-                   progress: DownloadProgress) -> None:
-        """One file into one Parquet file: again from the start when the download breaks off (up to
+    def _land_part(self, part: ExportPart, open_sink: Callable[[], FileSink], rejected: RejectedRows | None,
+                   totals: ParseStats, progress: DownloadProgress) -> None:
+        """One file into a sink: again from the start when the download breaks off (up to
         ``max_download_attempts``), or in diagnosis mode when a batch holds a bad value."""
         attempt, diagnose = 1, False
         while True:
@@ -109,18 +120,20 @@ class ExportLanding:
             reader = TypedCsvReader(self.obj, self.fields, window=self.window if self.windowed else None,
                                     place_by=self.place_by, rejected=rejected, diagnose=diagnose,
                                     label=f"Export {self.export_id} file {part.index + 1}/{part.count}")
-            part_writer = self.writer.part(name)
+            sink = open_sink()
+            rejected_before = len(rejected.rows) if rejected is not None else 0
             try:
                 for batch in reader.batches(IterStream(part.iter_bytes(), progress.add_bytes)):
-                    part_writer.write(batch)
-                self.writer.add(part_writer.close())
-            except NeedsDiagnosis as err:
-                part_writer.abort()
-                self.log.warning("%s; reading the file again to find the row", err)
-                diagnose = True
-                continue
-            except VoucherifyDownloadError as err:
-                part_writer.abort()
+                    sink.write(batch)
+                sink.close()
+            except (NeedsDiagnosis, VoucherifyDownloadError) as err:
+                sink.abort()
+                if rejected is not None:  # the file is read again: what it rejected so far comes again too
+                    del rejected.rows[rejected_before:], rejected.reasons[rejected_before:]
+                if isinstance(err, NeedsDiagnosis):
+                    self.log.warning("%s; reading the file again to find the row", err)
+                    diagnose = True
+                    continue
                 if attempt == self.max_download_attempts:
                     raise
                 attempt += 1
@@ -128,11 +141,45 @@ class ExportLanding:
                                  self.max_download_attempts)
                 continue
             except BaseException:
-                part_writer.abort()
+                sink.abort()
                 raise
             for key in ("rows", "outside_window", "rejected"):
                 setattr(totals, key, getattr(totals, key) + getattr(reader.stats, key))
             return
+
+    def _manifest(self, window: Window, totals: ParseStats, progress: DownloadProgress,
+                  schema: Any) -> dict[str, Any]:
+        """What a partition's manifest says besides its files (the writer adds rows and files)."""
+        return {
+            "export_id": self.export_id, "exported_object": self.obj.name, "mode": self.mode,
+            "placed_by": self.place_by or ([self.obj.created_field] if self.windowed else []),
+            "window_start": window.start.isoformat(), "window_end": window.end.isoformat(),
+            "fields": self.fields, "schema": manifest_schema(schema),
+            "rows_outside_window": totals.outside_window, "rows_rejected": totals.rejected,
+            "bytes_downloaded": progress.bytes, "written_at": datetime.now(timezone.utc).isoformat(),
+            "provider_version": __version__,
+        }
+
+
+@dataclass(kw_only=True)
+class ExportLanding(Landing):
+    """One export's landing into ``writer``'s partition (its window, or a snapshot's)."""
+
+    writer: PartitionWriter
+
+    def land(self, parts: Iterable[ExportPart]) -> dict[str, Any]:
+        """Land every file of the export, then commit; returns the manifest."""
+        rejected, totals, progress = self._start()
+        token = uuid.uuid4().hex[:8]  # keeps this run's file names apart from an earlier run of the export
+        for part in parts:
+            suffix = f"-{part.index:04d}" if part.count > 1 else ""
+            name = f"part-{self.export_id}-{token}{suffix}.parquet"
+            self._land_part(part, partial(_PartSink, self.writer, name), rejected, totals, progress)
+        if rejected is not None and rejected.rows:
+            self.writer.write_side_file(f"rejected-{self.export_id}.csv", rejected_csv(rejected))
+            self.log.warning("%d row(s) could not be typed; see rejected-%s.csv", len(rejected.rows),
+                             self.export_id)
+        return self.writer.commit(self._manifest(self.window, totals, progress, self.writer.schema))
 
 
 def manifest_schema(schema: Any) -> list[dict[str, str]]:

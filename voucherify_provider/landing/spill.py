@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +21,8 @@ import pyarrow.compute as pc
 
 # Rows of one partition processed together: bounds the changes (or ids) in memory at once.
 CHUNK_ROWS = 500_000
+# Spill files open at once: well under the usual limit of 1024 file descriptors a process may hold.
+MAX_OPEN = 128
 
 
 def partition_order(partition: str | None) -> tuple[bool, str]:
@@ -28,14 +31,25 @@ def partition_order(partition: str | None) -> tuple[bool, str]:
 
 
 class Spill:
-    """Rows of ``schema`` spilled per partition value (``partition_of`` gives each row's, null allowed)."""
+    """Rows of ``schema`` spilled per partition value (``partition_of`` gives each row's, null allowed).
 
-    def __init__(self, schema: pa.Schema, partition_of: Callable[[pa.RecordBatch], pa.Array]) -> None:
+    At most ``max_open`` spill files are open at once (a history load routes rows to hundreds of days): the
+    least recently written one is closed and that partition continues in a new segment file.
+    :meth:`checkpoint` and :meth:`rollback` drop what was spilled since, for an input read again from the
+    start (a download that broke off).
+    """
+
+    def __init__(self, schema: pa.Schema, partition_of: Callable[[pa.RecordBatch], pa.Array],
+                 max_open: int = MAX_OPEN) -> None:
         self.schema = schema
         self._partition_of = partition_of
+        self._max_open = max_open
         self._folder = Path(tempfile.mkdtemp(prefix="voucherify-spill-"))
-        self._writers: dict[str | None, Any] = {}
+        self._open: OrderedDict[str | None, Any] = OrderedDict()
+        self._segments: dict[str | None, int] = {}
         self._rows: dict[str | None, int] = {}
+        self._read: set[str | None] = set()
+        self._mark: tuple[dict[str | None, int], dict[str | None, int]] = ({}, {})
 
     def __enter__(self) -> Spill:
         return self
@@ -49,58 +63,91 @@ class Spill:
         if not batch.num_rows:
             return
         values = self._partition_of(batch)
-        for value in pc.unique(values).to_pylist():
-            rows = batch.filter(pc.is_null(values) if value is None else pc.equal(values, value).fill_null(False))
-            self._writer(value).write_batch(rows)
-            self._rows[value] = self._rows.get(value, 0) + rows.num_rows
+        distinct = pc.unique(values)
+        if len(distinct) == 1:  # the common case (input in order): the batch goes whole
+            self._write(distinct[0].as_py(), batch)
+            return
+        order = pc.sort_indices(values)  # nulls last
+        grouped, keys = batch.take(order), values.take(order)
+        offset = 0
+        for entry in pc.value_counts(keys):  # sorted input: the runs in order of appearance
+            count = entry["counts"].as_py()
+            self._write(entry["values"].as_py(), grouped.slice(offset, count))
+            offset += count
 
     def partitions(self) -> list[str | None]:
         """The partitions rows were spilled to, in order (null last)."""
-        return sorted(self._rows, key=partition_order)
+        return sorted((p for p, n in self._rows.items() if n), key=partition_order)
 
     def rows(self, partition: str | None) -> int:
         """How many rows were spilled to ``partition``."""
         return self._rows.get(partition, 0)
 
+    def checkpoint(self) -> None:
+        """Close the open files: what was spilled so far survives a later :meth:`rollback`."""
+        self._close_open()
+        self._mark = (dict(self._segments), dict(self._rows))
+
+    def rollback(self) -> None:
+        """Drop every row spilled since the last :meth:`checkpoint` (or since the start)."""
+        self._close_open()
+        segments, rows = self._mark
+        for partition, count in self._segments.items():
+            for segment in range(segments.get(partition, 0), count):
+                self._file(partition, segment).unlink(missing_ok=True)
+        self._segments, self._rows = dict(segments), dict(rows)
+
     def chunks(self, partition: str | None, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
         """The partition's rows as tables of at most ``chunk_rows`` rows (none for an unknown partition)."""
-        if partition not in self._writers:
+        if partition not in self._segments:
             return
-        writer = self._writers.get(partition)
+        writer = self._open.pop(partition, None)
         if writer is not None:  # the first read closes the file: readable from now on, not writable
             writer.close()
-            self._writers[partition] = None
-        with pa.OSFile(str(self._file(partition)), "rb") as handle:
-            pending: list[pa.RecordBatch] = []
-            count = 0
-            for batch in pa.ipc.open_stream(handle):
-                while batch.num_rows:
-                    take = batch.slice(0, chunk_rows - count)
-                    batch = batch.slice(take.num_rows)
-                    pending.append(take)
-                    count += take.num_rows
-                    if count == chunk_rows:
-                        yield pa.Table.from_batches(pending, schema=self.schema)
-                        pending, count = [], 0
-            if pending:
-                yield pa.Table.from_batches(pending, schema=self.schema)
+        self._read.add(partition)
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for segment in range(self._segments[partition]):
+            with pa.OSFile(str(self._file(partition, segment)), "rb") as handle:
+                for batch in pa.ipc.open_stream(handle):
+                    while batch.num_rows:
+                        take = batch.slice(0, chunk_rows - count)
+                        batch = batch.slice(take.num_rows)
+                        pending.append(take)
+                        count += take.num_rows
+                        if count == chunk_rows:
+                            yield pa.Table.from_batches(pending, schema=self.schema)
+                            pending, count = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending, schema=self.schema)
 
     def close(self) -> None:
         """Close and delete every spill file."""
-        for writer in self._writers.values():
-            if writer is not None:
-                writer.close()
-        self._writers = {}
+        self._close_open()
         shutil.rmtree(self._folder, ignore_errors=True)
 
+    def _write(self, partition: str | None, rows: pa.RecordBatch) -> None:
+        self._writer(partition).write_batch(rows)
+        self._rows[partition] = self._rows.get(partition, 0) + rows.num_rows
+
     def _writer(self, partition: str | None) -> Any:
-        writer = self._writers.get(partition)
-        if writer is None:
-            if partition in self._writers:
-                raise RuntimeError(f"partition {partition!r} was already read back; spill everything first")
-            writer = pa.ipc.new_stream(str(self._file(partition)), self.schema)
-            self._writers[partition] = writer
+        writer = self._open.get(partition)
+        if writer is not None:
+            self._open.move_to_end(partition)
+            return writer
+        if partition in self._read:
+            raise RuntimeError(f"partition {partition!r} was already read back; spill everything first")
+        while len(self._open) >= self._max_open:
+            self._open.popitem(last=False)[1].close()
+        segment = self._segments.get(partition, 0)
+        writer = pa.ipc.new_stream(str(self._file(partition, segment)), self.schema)
+        self._segments[partition] = segment + 1
+        self._open[partition] = writer
         return writer
 
-    def _file(self, partition: str | None) -> Path:
-        return self._folder / ("null" if partition is None else f"p-{partition}")
+    def _close_open(self) -> None:
+        while self._open:
+            self._open.popitem(last=False)[1].close()
+
+    def _file(self, partition: str | None, segment: int) -> Path:
+        return self._folder / f"{'null' if partition is None else f'p-{partition}'}-{segment}"

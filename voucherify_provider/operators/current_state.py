@@ -58,7 +58,8 @@ class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
     migrated by the first merge). Returns the counts per landed partition (rows updated, inserted and
     copied, files scanned, removed and added, months touched).
 
-    :param landed: what the landing task(s) returned (``land.output``): one manifest or a list of them.
+    :param landed: what the landing task(s) returned (``land.output``): one manifest or a list of them, or
+        the summary of a history load (``partition_schedule``), whose partitions are merged in one pass.
     :param exported_object: order, customer or voucher.
     :param destination: the same base path or URL the landing used.
     :param destination_conn_id: connection for the destination's filesystem.
@@ -71,8 +72,8 @@ class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
         self.landed = landed
 
     def execute(self, context: Context) -> list[dict[str, int]]:
-        """Merge each landed partition, oldest window first."""
-        from voucherify_provider.landing.current_state import merge_partition
+        """Merge each landed partition, oldest window first; a history load's partitions in one pass."""
+        from voucherify_provider.landing.current_state import merge_partitions
 
         with config_errors_fail_task():
             obj, table = self._target()
@@ -80,12 +81,17 @@ class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
         landed.sort(key=lambda m: str(m.get("window_start", "")) if isinstance(m, Mapping) else "")
         owner = staging_owner(context) or "merge"
         results = []
-        for manifest in landed:
-            if manifest.get("mode") != "changes":
-                fail_task(f"{manifest.get('partition')} was landed as {manifest.get('mode')!r}; only change windows "
-                          "(VoucherifyCreateExportOperator(incremental=True)) can be merged.")
+        for result in landed:
+            if not isinstance(result, Mapping):
+                fail_task(f"Expected a landing task's result (a manifest or a history summary), got {result!r}.")
+            if result.get("mode") != "changes":
+                fail_task(f"{result.get('partition') or result.get('window_start')} was landed as "
+                          f"{result.get('mode')!r}; only change windows (VoucherifyCreateExportOperator("
+                          "incremental=True)) can be merged.")
+            # A history load's summary lists its partitions: all of them go in one merge.
+            manifests = result["partitions"] if "partitions" in result else [result]
             with config_errors_fail_task():
-                results.append(merge_partition(table, obj, self._partition(manifest), owner))
+                results.append(merge_partitions(table, obj, [self._partition(m) for m in manifests], owner))
         return results
 
 

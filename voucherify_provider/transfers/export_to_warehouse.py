@@ -18,12 +18,14 @@ from voucherify_provider.landing.paths import path_url
 from voucherify_provider.lineage import landing_lineage, no_lineage
 from voucherify_provider.outcomes import airflow_exception, config_errors_fail_task, fail_task
 from voucherify_provider.utc import as_utc
-from voucherify_provider.window import Window
+from voucherify_provider.window import Window, cron_schedule
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from voucherify_provider.hooks.voucherify import VoucherifyHook
+    from voucherify_provider.landing.export_landing import ExportLanding
+    from voucherify_provider.landing.split_landing import SplitLanding
 
 ON_BAD_VALUE = ("fail", "reject")
 
@@ -52,11 +54,15 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     :param row_group_rows: rows per Parquet row group (default 64,000); the buffered row group is most
         of the task's memory.
     :param progress_every_seconds: how often a long download logs its bytes and rate.
+    :param partition_schedule: land a long window (a history load) as the partitions of the DAG on this
+        cron schedule (e.g. ``@daily``, that DAG's timetable): one ``window_start=`` partition per interval,
+        each committed on its own as that DAG's run commits it, empty intervals included. Returns then a
+        summary listing every partition (``partitions``) instead of one manifest. None: one partition.
     """
 
     template_fields: Sequence[str] = (
         "export_id", "destination", "destination_conn_id", "exported_object", "window_start", "window_end",
-        "voucherify_conn_id",
+        "voucherify_conn_id", "partition_schedule",
     )
     ui_color = "#d9f2e6"
 
@@ -74,6 +80,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         max_download_attempts: int = 3,
         row_group_rows: int | None = None,
         progress_every_seconds: float = 30.0,
+        partition_schedule: str | None = None,
         **kwargs: Any,
     ) -> None:
         if on_bad_value not in ON_BAD_VALUE:
@@ -94,6 +101,9 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         self.max_download_attempts = max_download_attempts
         self.row_group_rows = row_group_rows
         self.progress_every_seconds = progress_every_seconds
+        self.partition_schedule = partition_schedule
+        if partition_schedule and not is_templated(partition_schedule):
+            cron_schedule(partition_schedule)  # a typo fails at parse time, naming the fix
 
     @cached_property
     def hook(self) -> VoucherifyHook:
@@ -106,6 +116,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         """Resolve the destination, the export and its window (mistakes fail before any data moves), then
         hand the files to :class:`~voucherify_provider.landing.export_landing.ExportLanding`."""
         from voucherify_provider.landing.export_landing import ExportLanding
+        from voucherify_provider.landing.split_landing import SplitLanding
         from voucherify_provider.landing.typed_csv import BadExportFileError, arrow_schema
         from voucherify_provider.landing.writer import ROW_GROUP_ROWS, PartitionWriter, ensure_writable
 
@@ -123,31 +134,62 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                                                                                context)
             if export.windowed:
                 self._check_window(export, window)
-            writer = PartitionWriter(
-                base / obj.name / window.partition, arrow_schema(obj, fields), owner=staging_owner(context),
-                metadata={"voucherify.export_id": self.export_id, "voucherify.object": obj.name,
-                          "voucherify.window_start": window.start.isoformat(),
-                          "voucherify.window_end": window.end.isoformat()},
-                row_group_rows=self.row_group_rows or ROW_GROUP_ROWS)
+            pieces = window.split(self.partition_schedule) if self.partition_schedule and export.windowed else [window]
+            schema, owner = arrow_schema(obj, fields), staging_owner(context)
+            rows_per_group = self.row_group_rows or ROW_GROUP_ROWS
+
+            def writer_for(piece: Window) -> PartitionWriter:
+                return PartitionWriter(
+                    base / obj.name / piece.partition, schema, owner=owner, row_group_rows=rows_per_group,
+                    metadata={"voucherify.export_id": self.export_id, "voucherify.object": obj.name,
+                              "voucherify.window_start": piece.start.isoformat(),
+                              "voucherify.window_end": piece.end.isoformat()})
+
+            writer = writer_for(window)
             ensure_writable(writer.partition)
-        if swept := writer.sweep_staged():
+        common: dict[str, Any] = {
+            "export_id": self.export_id, "obj": obj, "fields": fields, "window": window, "windowed": export.windowed,
+            "changes": export.is_change_window(obj), "log": self.log, "on_bad_value": self.on_bad_value,
+            "max_download_attempts": self.max_download_attempts, "progress_every_seconds": self.progress_every_seconds}
+        split = len(pieces) > 1
+        landing: ExportLanding | SplitLanding = (
+            SplitLanding(partitions=pieces, writer_for=writer_for, row_group_rows=rows_per_group, **common) if split
+            else ExportLanding(writer=writer, **common))
+        if not split and (swept := writer.sweep_staged()):
             self.log.info("Removed %d file(s) an earlier try of this task left staged", swept)
-        landing = ExportLanding(self.export_id, obj, fields, window, export.windowed, export.is_change_window(obj),
-                                writer, self.log, self.on_bad_value, self.max_download_attempts,
-                                self.progress_every_seconds)
         try:
-            manifest = landing.land(self.hook.download_export(self.export_id, export.raw))
+            landed = landing.land(self.hook.download_export(self.export_id, export.raw))
         except (BadExportFileError, VoucherifySecurityError) as err:  # the same file or URL on every retry
             writer.abort()
             fail_task(str(err))
         except BaseException:
             writer.abort()
             raise
-        self.log.info("Landed %s rows of %s in %s (%d file(s))", manifest["rows"], obj.name, writer.partition,
+        return self._split_landed(context, obj.name, pieces, writer_for, landed) if split else \
+            self._landed(context, obj.name, writer.partition, landed)
+
+    def _landed(self, context: Context, obj: str, partition: ObjectStoragePath,
+                manifest: dict[str, Any]) -> dict[str, Any]:
+        """One partition landed: log, asset event, lineage; the manifest and where it landed."""
+        self.log.info("Landed %s rows of %s in %s (%d file(s))", manifest["rows"], obj, partition,
                       len(manifest["files"]))
-        self._emit_asset_event(context, obj.name, writer.partition, manifest)
-        self._lineage = (obj.name, writer.partition, manifest)
-        return {**manifest, "partition": path_url(writer.partition)}  # where it landed, for downstream tasks
+        self._emit_asset_event(context, {"partition": str(partition), "rows": manifest["rows"],
+                                         "export_id": self.export_id, "object": obj})
+        self._lineage = (obj, partition, manifest)
+        return {**manifest, "partition": path_url(partition)}  # where it landed, for downstream tasks
+
+    def _split_landed(self, context: Context, obj: str, pieces: list[Window],
+                      writer_for: Any, summary: dict[str, Any]) -> dict[str, Any]:
+        """A long window landed as the partitions of ``partition_schedule``: log, asset event, lineage."""
+        last = writer_for(pieces[-1]).partition
+        self.log.info("Landed %s rows of %s in %d partitions of %s under %s", summary["rows"], obj,
+                      len(summary["partitions"]), self.partition_schedule, last.parent)
+        self._emit_asset_event(context, {"partitions": len(summary["partitions"]), "rows": summary["rows"],
+                                         "export_id": self.export_id, "object": obj,
+                                         "window_start": summary["window_start"], "window_end": summary["window_end"]})
+        self._lineage = (obj, last, {"schema": summary["schema"], "rows": summary["rows"],
+                                     "files": [{"bytes": sum(p["bytes"] for p in summary["partitions"])}]})
+        return summary
 
     def _done_export(self) -> ExportDescription:
         """The export, which must be DONE and of this task's object."""
@@ -176,13 +218,11 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                 f"task's window [{window.start.isoformat()}, {window.end.isoformat()}); landing it would mix windows."
             )
 
-    def _emit_asset_event(self, context: Context, obj: str, partition: ObjectStoragePath,
-                          manifest: dict[str, Any]) -> None:
+    def _emit_asset_event(self, context: Context, extra: dict[str, Any]) -> None:
         outlet_events = context.get("outlet_events")
         for outlet in self.outlets or []:
             if isinstance(outlet, Asset) and outlet_events is not None:
-                outlet_events[outlet].extra = {"partition": str(partition), "rows": manifest["rows"],
-                                               "export_id": self.export_id, "object": obj}
+                outlet_events[outlet].extra = extra
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the export as input, the object's folder under the destination as output (see

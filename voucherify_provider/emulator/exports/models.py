@@ -34,13 +34,20 @@ class ExportRecord:
     # Where in [in_progress_seconds, in_progress_seconds_max] this export's duration falls (0..1).
     duration_draw: float = 0.0
 
-    def status(self, config: EmulatorConfig, now: float) -> str:
-        """Status as time passes: SCHEDULED -> IN_PROGRESS -> DONE (or ERROR)."""
+    def status(self, config: EmulatorConfig, now: float, rows: int | None = None) -> str:
+        """Status as time passes: SCHEDULED -> IN_PROGRESS -> DONE (or ERROR).
+
+        ``rows`` (the export's size) lengthens IN_PROGRESS by ``rows / export_rows_per_second`` when that
+        rate is set; ``None`` adds nothing.
+        """
         age = now - self.created_clock
         if age < config.scheduled_seconds:
             return "SCHEDULED"
         spread = max(0.0, config.in_progress_seconds_max - config.in_progress_seconds)
-        if age < config.scheduled_seconds + config.in_progress_seconds + spread * self.duration_draw:
+        in_progress = config.in_progress_seconds + spread * self.duration_draw
+        if rows is not None and config.export_rows_per_second > 0:
+            in_progress += rows / config.export_rows_per_second
+        if age < config.scheduled_seconds + in_progress:
             return "IN_PROGRESS"
         return "ERROR" if self.fails else "DONE"
 
@@ -110,7 +117,8 @@ class ExportsModel:
             self.records[record.id] = record
             # The create answer is an ExportScheduledBase: always SCHEDULED, and ``user_id`` a required
             # non-null string (GET answers null for API-channel exports, as every official example shows).
-            return {**self.to_json(record, base_url=""), "status": "SCHEDULED", "result": None, "user_id": ""}
+            # Its status is given, not computed, so creating never counts the export's rows.
+            return {**self.to_json(record, base_url="", status="SCHEDULED"), "result": None, "user_id": ""}
 
     def _record(self, export_id: str) -> ExportRecord:
         record = self.records.get(export_id)
@@ -118,9 +126,12 @@ class ExportsModel:
             raise not_found("export", export_id)
         return record
 
-    def to_json(self, record: ExportRecord, base_url: str) -> dict[str, Any]:
-        """The export object as the API returns it (``result`` holds the file URLs once DONE)."""
-        status = record.status(self.config, self.clock())
+    def to_json(self, record: ExportRecord, base_url: str, status: str | None = None) -> dict[str, Any]:
+        """The export object as the API returns it (``result`` holds the file URLs once DONE).
+
+        ``status`` overrides the one the clock gives.
+        """
+        status = status or self._status(record, self.clock())
         # Echo what was asked: documented defaults (``code`` for publications) are outside the spec's enums.
         params = dict(record.parameters)
         result: dict[str, Any] | None = None
@@ -163,7 +174,7 @@ class ExportsModel:
             records = list(self.records.values())
             key = (order or "-created_at").lstrip("-")
             now = self.clock()
-            records.sort(key=lambda r: (r.status(self.config, now) if key == "status" else r.created_at_ms, r.id),
+            records.sort(key=lambda r: (self._status(r, now) if key == "status" else r.created_at_ms, r.id),
                          reverse=(order or "-created_at").startswith("-"))
             window = records[(page - 1) * limit : page * limit]
             return {"object": "list", "data_ref": "exports", "total": len(records),
@@ -176,17 +187,26 @@ class ExportsModel:
             ttl, now = self.config.download_token_ttl_seconds, self.clock()
             valid = record is not None and any(
                 t == token and (ttl <= 0 or now - issued < ttl) for t, issued in record.tokens)
-            if not valid or record is None or record.status(self.config, now) != "DONE":
+            if not valid or record is None or self._status(record, now) != "DONE":
                 raise unauthorized()
             return record
+
+    def _status(self, record: ExportRecord, now: float) -> str:
+        # Rows are counted only when the size matters: counting walks the dataset, costly for big exports.
+        rows = self._rows(record) if self.config.export_rows_per_second > 0 else None
+        return record.status(self.config, now, rows)
+
+    def _rows(self, record: ExportRecord) -> int:
+        """Rows the export holds, counted once (at the data clock of that moment) and then remembered."""
+        if record.row_count is None:
+            record.row_count = self.files.row_count(record.exported_object, record.parameters)
+        return record.row_count
 
     def part_count(self, record: ExportRecord) -> int:
         """Number of files the result is split into (``chunk_rows`` setting)."""
         if self.config.chunk_rows <= 0:
             return 1
-        if record.row_count is None:
-            record.row_count = self.files.row_count(record.exported_object, record.parameters)
-        return max(1, -(-record.row_count // self.config.chunk_rows))
+        return max(1, -(-self._rows(record) // self.config.chunk_rows))
 
     def file(self, record: ExportRecord, part: int) -> Iterator[bytes]:
         """The bytes of one file of a DONE export, as the download host serves them."""
