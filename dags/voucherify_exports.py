@@ -26,6 +26,11 @@ VOUCHERIFY_RETRY_DELAY          60                                    seconds be
 VOUCHERIFY_INCREMENTAL          true                                  order/customer/voucher by change window
 VOUCHERIFY_RECONCILE            weekly                                full id list marking deletions: weekly,
                                                                       daily or never
+VOUCHERIFY_HISTORY              true                                  build the voucherify_<object>_history DAGs
+VOUCHERIFY_HISTORY_START        a year before VOUCHERIFY_START_DATE   first day of history to load (UTC)
+VOUCHERIFY_HISTORY_SPAN         month                                 one export per month, quarter, year, or
+                                                                      all (one export up to the daily start)
+VOUCHERIFY_HISTORY_MAX_ACTIVE   2                                     concurrent history runs per object
 =============================== ===================================== ========================================
 """
 # --8<-- [end:settings]
@@ -41,9 +46,12 @@ from airflow.sdk import DAG, Asset, Param, task
 from voucherify_provider import catalog
 
 try:
-    from airflow.sdk import CronDataIntervalTimetable
-except ImportError:  # Airflow 3.1 and 3.2: the timetable lives in core
-    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef]
+    from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
+except ImportError:  # Airflow 3.1 and 3.2: the timetables live in core
+    from airflow.timetables.interval import (  # type: ignore[no-redef,assignment]
+        CronDataIntervalTimetable,
+        DeltaDataIntervalTimetable,
+    )
 from voucherify_provider.operators.current_state import (
     VoucherifyMarkDeletedOperator,
     VoucherifyMergeCurrentStateOperator,
@@ -78,6 +86,13 @@ INCREMENTAL = _env("VOUCHERIFY_INCREMENTAL", "true").lower() in ("1", "true", "y
 RECONCILE = _env("VOUCHERIFY_RECONCILE", "weekly").lower()
 if RECONCILE not in ("weekly", "daily", "never"):
     raise ValueError(f"VOUCHERIFY_RECONCILE must be weekly, daily or never, got {RECONCILE!r}")
+HISTORY = _env("VOUCHERIFY_HISTORY", "true").lower() in ("1", "true", "yes")
+HISTORY_START = _date(_env("VOUCHERIFY_HISTORY_START", START_DATE.replace(year=START_DATE.year - 1).date().isoformat()))
+HISTORY_SPAN = _env("VOUCHERIFY_HISTORY_SPAN", "month").lower()
+HISTORY_SPANS = {"month": "@monthly", "quarter": "@quarterly", "year": "@yearly", "all": ""}
+if HISTORY_SPAN not in HISTORY_SPANS:
+    raise ValueError(f"VOUCHERIFY_HISTORY_SPAN must be one of {', '.join(HISTORY_SPANS)}, got {HISTORY_SPAN!r}")
+HISTORY_MAX_ACTIVE = int(_env("VOUCHERIFY_HISTORY_MAX_ACTIVE", "2"))
 
 # --8<-- [start:destination]
 # Params override per run; an empty destination falls back to the Variable, then to the env default.
@@ -259,5 +274,96 @@ def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any
 # --8<-- [end:current_state]
 
 
+# --8<-- [start:history]
+def _history_timetable() -> tuple[Any, datetime, datetime] | None:
+    """The history DAGs' timetable, first interval start and end: spans of VOUCHERIFY_HISTORY_SPAN from the
+    boundary at or before VOUCHERIFY_HISTORY_START up to the last boundary at or before the daily DAGs'
+    start (history and daily runs meet without overlap); ``all``: one interval from the history start to the
+    daily start. None when there is no history before the daily start."""
+    if HISTORY_SPAN == "all":
+        if HISTORY_START >= START_DATE:
+            return None
+        return DeltaDataIntervalTimetable(START_DATE - HISTORY_START), HISTORY_START, START_DATE
+    from croniter import croniter
+
+    from voucherify_provider.window import cron_schedule
+
+    cron = cron_schedule(HISTORY_SPANS[HISTORY_SPAN])
+    first = croniter(cron, HISTORY_START + timedelta(microseconds=1)).get_prev(datetime)
+    end = croniter(cron, START_DATE + timedelta(microseconds=1)).get_prev(datetime)
+    return (CronDataIntervalTimetable(cron, timezone="UTC"), first, end) if first < end else None
+
+
+@task.short_circuit
+def in_history(history_end: str, **context: Any) -> bool:
+    """Whether the run's interval ends by the daily DAGs' start. The DAG's end date lets a manual run of the
+    last interval exist (its logical date is that interval's end), so the scheduler also plans the interval
+    after it: that one is the daily DAG's, and is skipped."""
+    end = context.get("data_interval_end")
+    due = end is not None and end <= datetime.fromisoformat(history_end)
+    if not due:
+        print(f"The interval ending {end} is not history: the daily DAG lands from {history_end} on.")
+    return due
+
+
+def build_history_dag(obj: catalog.ExportedObject, timetable: Any, first: datetime, end: datetime) -> DAG:
+    """One history DAG for one object: each run exports its whole interval (a month by default) at once and
+    lands it as the daily DAG's partitions, then (change windows) merges them in one pass."""
+    mode = _mode(obj)
+    common: dict[str, Any] = {"exported_object": obj.name, "voucherify_conn_id": CONN_ID}
+    with DAG(
+        dag_id=f"voucherify_{obj.name}_history",
+        description=f"Voucherify {obj.name} history → the daily DAG's Parquet partitions ({HISTORY_SPAN} exports)",
+        schedule=timetable,
+        start_date=first,
+        end_date=end,
+        catchup=True,  # unpaused, it loads every interval of history, then stops
+        max_active_runs=HISTORY_MAX_ACTIVE,
+        default_args=TASK_DEFAULTS,
+        tags=["voucherify", "history", mode],
+        doc_md=_history_doc(obj, mode, first),
+        params={"destination": Param(None, type=["null", "string"],
+                                     description="Override the destination base path or URL (empty: the Variable "
+                                     f"voucherify_destination, else {DESTINATION}).")},
+    ) as dag:
+        order = obj.created_field if obj.created_field in obj.order_values else None
+        due = in_history(history_end=end.isoformat())
+        export = VoucherifyCreateExportOperator(
+            task_id="export", fields=list(obj.fields), incremental=mode == "changes", order=order,
+            wait_for_completion=True, deferrable=DEFERRABLE, poll_interval=POLL_INTERVAL, **common)
+        land = VoucherifyDownloadToWarehouseOperator(
+            task_id="land", export_id=export.output, partition_schedule=SCHEDULE, destination=DESTINATION_TEMPLATE,
+            destination_conn_id=DESTINATION_CONN_ID, outlets=[Asset(name=f"voucherify.{obj.name}")], **common)
+        due >> export
+        if mode == "changes":
+            VoucherifyMergeCurrentStateOperator(
+                task_id="merge_current_state", landed=land.output, exported_object=obj.name,
+                destination=DESTINATION_TEMPLATE, destination_conn_id=DESTINATION_CONN_ID)
+    return dag
+# --8<-- [end:history]
+
+
+def _history_doc(obj: catalog.ExportedObject, mode: str, first: datetime) -> str:
+    placed = "its creation" if mode == "window" else "its last change (its current version)"
+    return f"""
+### Voucherify `{obj.name}` history → the daily partitions
+
+Each run exports every {obj.name} of its interval ({HISTORY_SPAN}; from {first.date()} to the daily DAG's start
+{START_DATE.date()}) in **one** export and lands it as the partitions `voucherify_{obj.name}` lands, one per
+`{SCHEDULE}` interval, each record in the partition of {placed}, each committed with its own `_manifest.json`:
+readers{", the current-state merge" if mode == "changes" else ""} and later daily runs cannot tell them apart.
+{"The partitions are then merged into the current-state table in one pass." if mode == "changes" else ""}
+
+* Unpause it first: it runs every interval of history (catchup), then stops; then unpause `voucherify_{obj.name}`.
+* Or backfill a range: `airflow backfill create --dag-id voucherify_{obj.name}_history --from-date 2023-01-01
+  --to-date 2023-12-01` (intervals starting in that range).
+* Re-running replaces its partitions whole; a daily run landing a day at the same time never leaves a mixed
+  partition (the same commit lock). Memory stays bounded: rows wait in local spill files, one per day.
+"""
+
+
 for _name in OBJECTS:
     globals()[f"voucherify_{_name}"] = build_dag(catalog.get_object(_name))
+    _history = _history_timetable() if HISTORY else None
+    if _history is not None and _mode(catalog.get_object(_name)) != "snapshot":  # snapshots have no history
+        globals()[f"voucherify_{_name}_history"] = build_history_dag(catalog.get_object(_name), *_history)

@@ -149,6 +149,9 @@ class AirflowStack:
             # Two cores and one SQLite file: a few task processes at a time, not LocalExecutor's 32.
             "AIRFLOW__CORE__PARALLELISM": "4",
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+            # DAGs start unpaused here, and a history DAG catches up on all of its span once unpaused: the
+            # stacks that run history loads ask for them.
+            "VOUCHERIFY_HISTORY": "false",
             **(env or {}),
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)

@@ -7,7 +7,7 @@ import json
 import shutil
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pyarrow.dataset as ds
 import pytest
@@ -30,13 +30,39 @@ def test_dagbag_integrity_without_network(monkeypatch):
     before = set(sys.modules)
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}  # DagBag also rejects cycles as import errors
-    assert sorted(bag.dag_ids) == sorted(f"voucherify_{name}" for name in catalog.OBJECTS)
+    history = [f"voucherify_{name}_history" for name, obj in catalog.OBJECTS.items() if obj.windowable]
+    assert sorted(bag.dag_ids) == sorted([f"voucherify_{name}" for name in catalog.OBJECTS] + history)
     for dag in bag.dags.values():
         assert dag.doc_md and "backfill" in dag.doc_md.lower(), dag.dag_id
         assert dag.timetable.__class__.__name__ == "CronDataIntervalTimetable"
         assert dag.max_active_runs >= 1 and "voucherify" in dag.tags
     heavy = {m for m in set(sys.modules) - before if m.split(".")[0] in ("pandas", "pyarrow")}
     assert heavy == set(), f"parsing the DAGs imported {sorted(heavy)}"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("span", "history_start", "first", "last", "timetable"), [
+    ("month", "2022-03-15", "2022-03-01", "2024-01-01", "CronDataIntervalTimetable"),
+    ("quarter", "2023-01-01", "2023-01-01", "2024-01-01", "CronDataIntervalTimetable"),
+    ("all", "2021-06-01", "2021-06-01", "2024-01-01", "DeltaDataIntervalTimetable"),
+])
+def test_history_dags_end_where_the_daily_dags_start(monkeypatch, span, history_start, first, last, timetable):
+    """History intervals start on the boundary at or before the history start and end by the daily DAGs'
+    start: history and daily runs meet without a gap or an overlap (the interval after is skipped)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VOUCHERIFY_START_DATE", "2024-01-01")
+    monkeypatch.setenv("VOUCHERIFY_HISTORY_START", history_start)
+    monkeypatch.setenv("VOUCHERIFY_HISTORY_SPAN", span)
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
+    assert bag.import_errors == {}
+    dag = bag.dags["voucherify_order_history"]
+    assert (dag.start_date.date().isoformat(), dag.end_date.date().isoformat()) == (first, last)
+    assert dag.timetable.__class__.__name__ == timetable and dag.catchup and "history" in dag.tags
+    assert [t.task_id for t in dag.tasks] == ["in_history", "export", "land", "merge_current_state"]
+    assert dag.task_dict["land"].partition_schedule == "@daily"
+    assert "voucherify_points_expiration_history" not in bag.dag_ids  # a snapshot has no history
+    assert "merge_current_state" not in bag.dags["voucherify_redemption_history"].task_dict
 
 
 @pytest.mark.unit
@@ -71,6 +97,10 @@ def test_modes_follow_the_catalog():
 # --8<-- [start:example_dags]
 @pytest.fixture
 def example_dags(airflow_db, emu, tmp_path, monkeypatch):
+    yield from _load_example_dags(tmp_path, monkeypatch)
+
+
+def _load_example_dags(tmp_path, monkeypatch):
     monkeypatch.setenv("VOUCHERIFY_CONN_ID", "voucherify_test")
     monkeypatch.setenv("VOUCHERIFY_DESTINATION", str(tmp_path / "lake"))
     monkeypatch.setenv("VOUCHERIFY_OBJECTS", "redemption,customer,points_expiration")
@@ -99,6 +129,43 @@ def test_windowed_dag_with_lookback_lands_each_window_once(example_dags, emu):
     assert sorted(p.name for p in (lake / "redemption").iterdir()) == [
         "window_start=20240102T000000Z", "window_start=20240103T000000Z"]
 # --8<-- [end:example_dags]
+
+
+@pytest.fixture
+def history_dags(airflow_db, emu, tmp_path, monkeypatch):
+    """The example DAGs with the daily DAGs starting in February: January is history."""
+    monkeypatch.setenv("VOUCHERIFY_START_DATE", "2024-02-01")
+    monkeypatch.setenv("VOUCHERIFY_HISTORY_START", "2024-01-01")
+    monkeypatch.setenv("VOUCHERIFY_POLL_INTERVAL", "0.5")
+    yield from _load_example_dags(tmp_path, monkeypatch)
+
+
+def test_history_dags_land_every_day_of_their_month(history_dags, emu):
+    from deltalake import DeltaTable
+
+    module, lake = history_dags
+    days = [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=k) for k in range(32)]
+    for name, placed_by in (("redemption", "created"), ("customer", "last_change")):
+        run = getattr(module, f"voucherify_{name}_history").test(logical_date=days[-1])  # the run after January
+        assert str(run.state) == "success", name
+        for start, end in zip(days, days[1:], strict=False):
+            partition = lake / name / f"window_start={start.strftime('%Y%m%dT%H%M%SZ')}"
+            truth = emu.ground_truth(name, start.isoformat(), end.isoformat(), ids=True, placed_by=placed_by)
+            ids = ds.dataset(str(partition), format="parquet").to_table().column("id").to_pylist()
+            assert sorted(ids) == sorted(truth["ids"]), (name, start)
+            assert json.loads((partition / "_manifest.json").read_text())["window_end"] == end.isoformat()
+    table = DeltaTable(str(lake / "current" / "customer"))
+    january = emu.ground_truth("customer", days[0].isoformat(), days[-1].isoformat(), ids=True,
+                               placed_by="last_change")
+    assert sorted(table.to_pyarrow_table(columns=["id"]).column("id").to_pylist()) == sorted(january["ids"])
+    assert len(table.history()) == 2  # created, then one merge for the month's 31 partitions
+
+    # The scheduler also plans the interval after the last one (the DAG's end date must admit a manual run
+    # of the last, whose logical date is its end): that interval is the daily DAG's, and its run skips.
+    due = module.in_history.function
+    assert due(history_end="2024-02-01T00:00:00+00:00", data_interval_end=days[-1])
+    assert not due(history_end="2024-02-01T00:00:00+00:00", data_interval_end=datetime(2024, 3, 1, tzinfo=UTC))
+    assert not due(history_end="2024-02-01T00:00:00+00:00", data_interval_end=None)
 
 
 def test_snapshot_dag_lands_everything(example_dags, emu):

@@ -106,21 +106,23 @@ LAND_AND_REPORT_MODULES = textwrap.dedent("""
 
     op = VoucherifyDownloadToWarehouseOperator(
         task_id="land", export_id=sys.argv[1], destination=sys.argv[2], voucherify_conn_id="voucherify_test",
-        exported_object="redemption")
+        exported_object="redemption", partition_schedule=sys.argv[3] or None)
     manifest = op.execute({"data_interval_start": datetime(2024, 1, 2, tzinfo=timezone.utc),
                            "data_interval_end": datetime(2024, 1, 3, tzinfo=timezone.utc)})
     print(json.dumps({"rows": manifest["rows"], "loaded": sorted(set(sys.modules) - before)}))
 """)
 
 
-def test_a_landing_task_loads_neither_pandas_nor_the_filesystem_registry(emu, hook, tmp_path):
+@pytest.mark.parametrize("split", ["", "@hourly"])  # one partition; the day split as a history load splits
+def test_a_landing_task_loads_neither_pandas_nor_the_filesystem_registry(emu, hook, tmp_path, split):
     """Fixed costs count in what a user waits for: pandas (0.6 s, pulled in by converting Python values to
     Arrow) and every provider's filesystem module (boto3 and more, for a local destination) stay unloaded."""
-    done = subprocess.run([sys.executable, "-c", LAND_AND_REPORT_MODULES, done_export(emu, hook), str(tmp_path)],
-                          env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", LAND_AND_REPORT_MODULES, done_export(emu, hook), str(tmp_path),
+                           split], env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["rows"] > 0
+    assert len(list(tmp_path.glob("redemption/*/_manifest.json"))) == (24 if split else 1)
     loaded = report["loaded"]
     assert "pyarrow.parquet" in loaded  # the probe sees what the landing imports
     assert not [m for m in loaded if m == "pandas" or m.startswith(("boto3", "airflow.providers.amazon"))]

@@ -24,7 +24,14 @@ import pyarrow.compute as pc
 from voucherify_provider.landing.export_landing import Landing, manifest_schema, rejected_csv
 from voucherify_provider.landing.paths import path_url
 from voucherify_provider.landing.spill import Spill
-from voucherify_provider.landing.typed_csv import ParseStats, RejectedRows, arrow_schema
+from voucherify_provider.landing.typed_csv import (
+    ParseStats,
+    RejectedRows,
+    arrow_schema,
+    int64_array,
+    int64_values,
+    string_array,
+)
 from voucherify_provider.landing.writer import PartitionWriter
 from voucherify_provider.utc import as_utc
 from voucherify_provider.window import Window, partition_stamp
@@ -71,7 +78,7 @@ class SplitLanding(Landing):
         unit = arrow_schema(self.obj, self.fields).field(placing).type.unit if placing in self.fields else "ms"
         per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
         self._starts = np.array([round(w.start.timestamp() * per_second) for w in self.partitions], dtype=np.int64)
-        self._stamps = pa.array([partition_stamp(w.start) for w in self.partitions], pa.string())
+        self._stamps = string_array([partition_stamp(w.start) for w in self.partitions])
 
     def land(self, parts: Iterable[ExportPart]) -> dict[str, Any]:
         """Land every file of the export into the spill, then commit each partition; returns a summary with
@@ -131,9 +138,8 @@ class SplitLanding(Landing):
 
         columns = [batch.column(f) for f in (self.place_by or [self.obj.created_field or ""])]
         placed = columns[0] if len(columns) == 1 else pc.coalesce(*columns)
-        at = placed.cast(pa.int64()).to_numpy(zero_copy_only=False)
-        index = np.searchsorted(self._starts, at, side="right") - 1
-        return pc.take(self._stamps, pa.array(index))
+        index = np.searchsorted(self._starts, int64_values(placed.cast(pa.int64())), side="right") - 1
+        return pc.take(self._stamps, int64_array(index))
 
     def _rejected_by_partition(self, rejected: RejectedRows | None) -> dict[str, RejectedRows]:
         """Rows that could not be typed, each with the partition its placing time names when that time can

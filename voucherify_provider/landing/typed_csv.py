@@ -273,3 +273,31 @@ def timestamp_scalar(moment: datetime, type_: pa.DataType) -> pa.Scalar:
     value = micros * _PER_SECOND[type_.unit] // 1_000_000
     raw = pa.py_buffer(struct.pack("<q", value))
     return pa.Array.from_buffers(pa.int64(), 1, [None, raw]).view(type_)[0]
+
+
+# Arrays built from buffers, for the same reason as ``timestamp_scalar``: no pandas import on the hot path.
+def int64_array(values: Any) -> pa.Array:
+    """A numpy int64 array as an Arrow array (no copy)."""
+    import numpy as np
+
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def int64_values(array: pa.Array) -> Any:
+    """The values of a null-free Arrow array of 8-byte integers or timestamps, as numpy int64 (no copy)."""
+    import numpy as np
+
+    return np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array), offset=array.offset * 8)
+
+
+def string_array(values: Sequence[str]) -> pa.Array:
+    """Python strings as an Arrow string array."""
+    encoded = [v.encode("utf-8") for v in values]
+    offsets, end = [0], 0
+    for value in encoded:
+        end += len(value)
+        offsets.append(end)
+    return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(struct.pack(f"<{len(offsets)}i", *offsets)),
+                                       pa.py_buffer(b"".join(encoded)))
+
