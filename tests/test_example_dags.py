@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import socket
@@ -148,7 +149,7 @@ def test_history_dags_land_every_day_of_their_month(history_dags, emu):
     for name, placed_by in (("redemption", "created"), ("customer", "last_change")):
         run = getattr(module, f"voucherify_{name}_history").test(logical_date=days[-1])  # the run after January
         assert str(run.state) == "success", name
-        for start, end in zip(days, days[1:], strict=False):
+        for start, end in itertools.pairwise(days):
             partition = lake / name / f"window_start={start.strftime('%Y%m%dT%H%M%SZ')}"
             truth = emu.ground_truth(name, start.isoformat(), end.isoformat(), ids=True, placed_by=placed_by)
             ids = ds.dataset(str(partition), format="parquet").to_table().column("id").to_pylist()
