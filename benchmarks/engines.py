@@ -4,7 +4,8 @@ Landing engines turn the same redemption CSV (SOURCE is its path) into zstd Parq
 schema (baselines (b) to (d) are given that schema; pandas infers, as a hand-written PythonOperator
 would). The end-to-end engines find the emulator in ``BENCH_API_URL``, ``BENCH_APP_ID`` and
 ``BENCH_APP_TOKEN``: ``pipeline`` creates, waits for and lands a window as the example DAG does;
-``download_then_pyarrow`` (SOURCE: a DONE export of the same window) is the hand-written task it replaces.
+``download_then_pyarrow`` (SOURCE: a DONE export of the same window) is the hand-written task it replaces;
+``land_span`` (SOURCE: a number of days) exports and lands that many days at once, as a history run does.
 """
 
 from __future__ import annotations
@@ -180,6 +181,31 @@ def pipeline(_: str, out: Path) -> int:
     return int(land.execute({})["rows"])
 
 
+def land_span(days: str, out: Path) -> int:
+    """A landing of ``days`` days of redemptions from 2024-01-01: one export of the span, landed as one
+    partition (one day) or split into its daily partitions (more), as a history run does."""
+    from datetime import datetime, timedelta, timezone
+
+    from voucherify_provider.operators.export import VoucherifyCreateExportOperator
+    from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+    _use_bench_connection()
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    end = start + timedelta(days=int(days))
+    create = VoucherifyCreateExportOperator(task_id="export", exported_object="redemption", fields=FIELDS,
+                                            order="created_at", voucherify_conn_id=BENCH_CONN_ID,
+                                            window_start=start, window_end=end)
+    request = create.plan({})
+    export = create.hook.create_export(request["exported_object"], request["fields"], request["order"],
+                                       request["filters"])
+    create.hook.wait_for_export(export["id"], poll_interval=0.2)
+    land = VoucherifyDownloadToWarehouseOperator(
+        task_id="land", export_id=export["id"], destination=str(out), exported_object="redemption",
+        voucherify_conn_id=BENCH_CONN_ID, partition_schedule="@daily" if int(days) > 1 else None,
+        window_start=start, window_end=end)
+    return int(land.execute({})["rows"])
+
+
 def download_then_pyarrow(export_id: str, out: Path) -> int:
     """The hand-written task: GET the DONE export, stream its file to disk, then baseline (b) on it."""
     import requests
@@ -209,6 +235,9 @@ PRELOAD = {
                  "voucherify_provider.landing.typed_csv", "voucherify_provider.transfers.export_to_warehouse",
                  "voucherify_provider.operators.export", "voucherify_provider.hooks.voucherify"),
     "download_then_pyarrow": ("requests", "pyarrow.csv", "pyarrow.parquet"),
+    "land_span": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
+                  "voucherify_provider.landing.split_landing", "voucherify_provider.transfers.export_to_warehouse",
+                  "voucherify_provider.operators.export", "voucherify_provider.hooks.voucherify"),
 }
 LANDING: dict[str, Any] = {"provider": provider, "pandas": pandas_baseline, "pyarrow": pyarrow_baseline,
                            "duckdb": duckdb_baseline, "polars": polars_baseline, "parse_stage": parse_stage,
@@ -216,8 +245,9 @@ LANDING: dict[str, Any] = {"provider": provider, "pandas": pandas_baseline, "pya
 # Work done before the clock starts; its result replaces SOURCE as the engine's input.
 PREPARE: dict[str, Any] = {"encode_stage": _read_whole}
 # What an Airflow task process has done before ``execute``: load plugins and listeners (the task runner).
-TASK_RUNNER_STARTUP = ("pipeline", "download_then_pyarrow")
-END_TO_END: dict[str, Any] = {"pipeline": pipeline, "download_then_pyarrow": download_then_pyarrow}
+TASK_RUNNER_STARTUP = ("pipeline", "download_then_pyarrow", "land_span")
+END_TO_END: dict[str, Any] = {"pipeline": pipeline, "download_then_pyarrow": download_then_pyarrow,
+                              "land_span": land_span}
 
 
 def main() -> None:

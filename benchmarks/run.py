@@ -25,11 +25,15 @@ from benchmarks.current_state import current_state_bench
 from benchmarks.current_state import targets as current_state_targets
 from benchmarks.current_state import text as current_state_text
 from benchmarks.end_to_end import end_to_end
+from benchmarks.history import history_vs_daily, landing_memory
+from benchmarks.history import targets as history_targets
+from benchmarks.history import text as history_text
 from benchmarks.incremental import incremental_vs_snapshot
 from benchmarks.inputs import make_redemption_csv
 from benchmarks.table_formats import table_formats
 from harness.paths import REPO_ROOT as ROOT
 from harness.process import run_engine
+from voucherify_provider import catalog
 
 ENGINES = ("provider", "pyarrow", "pandas", "duckdb", "polars")
 
@@ -218,11 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--e2e-rows", type=int, default=2_000_000)
     parser.add_argument("--windows", type=int, default=30)
-    parser.add_argument("--sections", default="landing,api_economy,incremental,current_state",
+    parser.add_argument("--sections", default="landing,api_economy,incremental,current_state,history",
                         help="landing (landing, stages, end to end, parse), api_economy (a backfill under the real "
                         "scheduler), incremental (change "
                         "windows vs snapshot, current-state table formats), current_state (merges, reconcile and "
-                        "compaction at 1M-50M records)")
+                        "compaction at 1M-50M records), history (a year of history DAGs against the per-day "
+                        "backfill, and the landing's memory for 30 days against one)")
+    parser.add_argument("--history-days", type=int, default=7,
+                        help="days of the per-day backfill the history load is compared with (extrapolated)")
+    parser.add_argument("--history-rows-per-day", type=int, default=2000, help="redemptions per day of history")
     parser.add_argument("--state-sizes", default="1000000,10000000,50000000")
     parser.add_argument("--legacy-sizes", default="1000000,10000000",
                         help="the previous release's delta-rs MERGE, for comparison (~0.35 GB per 1M records)")
@@ -267,6 +275,17 @@ def main(argv: list[str] | None = None) -> int:
                                     runs, args.work, in_process=args.smoke)
         state["targets"] = None if args.smoke else current_state_targets(state)
         report["current_state"] = state
+    if "history" in sections:
+        if args.smoke:  # two months of two objects against two days: the code path, not the figures
+            load = history_vs_daily(["redemption", "order"], 2, 2, 50, args.work, poll_interval=1.0,
+                                    export_seconds=0.5)
+            memory = landing_memory(200, 1, args.work)
+        else:
+            load = history_vs_daily(list(catalog.OBJECTS), 12, args.history_days, args.history_rows_per_day,
+                                    args.work)
+            memory = landing_memory(50_000, runs, args.work)
+        report["history"] = {"load": load, "memory": memory}
+        report["history"]["targets"] = None if args.smoke else history_targets(report["history"])
     report["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"bench-{'smoke-' if args.smoke else ''}{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
@@ -285,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         print(current_state_text(report["current_state"]))
         for c in report["current_state"]["targets"] or []:
             print(f"  {'met   ' if c['met'] else 'MISSED'} {c['target']}: {c['measured']:.2f} (limit {c['limit']:g})")
+    if "history" in sections:
+        print(history_text(report["history"]))
     print(f"\nresults: {target} ({report['seconds']:.0f}s)")
     return 0
 

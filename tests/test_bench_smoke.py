@@ -65,3 +65,18 @@ def test_bench_smoke_api_economy(tmp_path):
     assert api["rows_landed"] == api["rows_expected"] > 0
     assert api["calls_by_route"]["create_export"] >= 2 and api["api_calls_per_window"] >= 3
     assert "API economy, 2 windows" in stdout
+
+
+# Two Airflow stacks under the real scheduler (~3 min): CI runs it; locally test_history and the example
+# DAGs' history test drive the same landing.
+@pytest.mark.long
+def test_bench_smoke_history(tmp_path):
+    report, stdout = smoke(tmp_path, "history")
+    load, memory = report["history"]["load"], report["history"]["memory"]
+    assert load["history"]["exports_by_object"] == {"redemption": 2, "order": 2}  # two months, one export each
+    assert load["per_day_measured"]["exports"] == 4 and load["per_day_measured"]["runs"] == {"success": 4}
+    assert load["partitions_compared"] == {"compared": 4, "unequal": []}
+    assert load["history"]["partitions"] == 2 * 60 and load["history"]["rows_landed"] > 0
+    assert 0 < load["api_call_ratio"] < 1 and load["per_day_extrapolated"]["exports"] == 2 * 60
+    assert memory["rows"] == {"1": 200, "30": 6000} and memory["rss_ratio_30_to_1"] > 0
+    assert "history load: 2 objects, 60 days" in stdout

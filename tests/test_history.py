@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,77 @@ def test_spill_keeps_few_files_open_and_drops_a_file_read_again():
         got = {p: [v for chunk in spill.chunks(p, 1) for v in chunk.column("n").to_pylist()]
                for p in spill.partitions()}
     assert got == {"a": [2, 4, 8], "b": [1], "c": [3], "d": [7], "e": [9]}
+
+
+class _TaskInstance:
+    """What staging_owner reads of a task instance: the same for every try of it."""
+
+    dag_id, run_id, task_id, map_index = "voucherify_redemption_history", "backfill__2024-01-01", "land", -1
+
+
+def _stamp(day: datetime) -> str:
+    return f"window_start={day.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def test_history_waits_for_a_daily_commit_of_its_day_and_never_mixes_it(emu, hook, tmp_path):
+    import threading
+
+    from airflow.sdk import ObjectStoragePath
+
+    from voucherify_provider.landing.writer import CommitLock
+
+    export_id = _export(hook, "redemption", JAN1, FEB1)
+    jan3 = tmp_path / "redemption" / _stamp(DAYS[2])
+    jan3.mkdir(parents=True)
+    outcome: dict[str, Any] = {}
+
+    def history_run() -> None:
+        outcome["summary"] = land(tmp_path, export_id, exported_object="redemption",
+                                  partition_schedule="@daily").execute(_context(JAN1, FEB1))
+
+    with CommitLock(ObjectStoragePath(str(jan3)), "a-daily-run", timeout=5):  # a daily run mid-commit
+        thread = threading.Thread(target=history_run)
+        thread.start()
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        while not (tmp_path / "redemption" / _stamp(DAYS[1]) / "_manifest.json").exists():
+            assert datetime.now(UTC) < deadline, "the history run committed nothing"
+            time.sleep(0.05)
+        thread.join(1.0)
+        assert thread.is_alive() and not (jan3 / "_manifest.json").exists()  # it waits for the lock
+    thread.join(60)
+    assert len(outcome["summary"]["partitions"]) == 31
+    # A daily run of the same day lands while history is done: the partition holds one run's files, whole.
+    daily = land(tmp_path, _export(hook, "redemption", DAYS[2], DAYS[3]), exported_object="redemption")
+    daily.execute(_context(DAYS[2], DAYS[3]))
+    manifest = json.loads((jan3 / "_manifest.json").read_text())
+    assert sorted(p.name for p in jan3.iterdir()) == sorted([f["path"] for f in manifest["files"]] + ["_manifest.json"])
+
+
+def test_a_failed_history_landing_keeps_its_committed_days_whole_and_its_retry_lands_them_all(
+        emu, hook, tmp_path, monkeypatch):
+    from voucherify_provider.landing.writer import PartitionWriter
+
+    export_id = _export(hook, "redemption", JAN1, FEB1)
+    context = {**_context(JAN1, FEB1), "ti": _TaskInstance()}
+    commit, commits = PartitionWriter.commit, []
+
+    def failing_commit(self: PartitionWriter, manifest: dict[str, Any]) -> dict[str, Any]:
+        if len(commits) == 4:
+            raise OSError("the destination went away")
+        commits.append(self.partition)
+        return commit(self, manifest)
+
+    monkeypatch.setattr(PartitionWriter, "commit", failing_commit)
+    with pytest.raises(OSError, match="went away"):
+        land(tmp_path, export_id, exported_object="redemption", partition_schedule="@daily").execute(context)
+    folder = tmp_path / "redemption"
+    assert sorted(p.name for p in folder.iterdir() if (p / "_manifest.json").exists()) == [
+        _stamp(d) for d in DAYS[:4]]
+    assert not [p for p in folder.rglob("*") if p.name.startswith((".tmp-", "_commit"))]  # nothing half-landed
+
+    monkeypatch.setattr(PartitionWriter, "commit", commit)
+    summary = land(tmp_path, export_id, exported_object="redemption", partition_schedule="@daily").execute(context)
+    per_day(hook, tmp_path / "daily", "redemption", DAYS)
+    for day in DAYS:
+        assert partition(tmp_path, "redemption", day)[1] == partition(tmp_path / "daily", "redemption", day)[1]
+    assert sum(p["rows"] for p in summary["partitions"]) == summary["rows"] > 0
