@@ -81,6 +81,8 @@ def _history_run(emulator: EmulatorProcess, objects: list[str], end: date, work:
     snapshots = [f"voucherify_{o}" for o in objects if not catalog.get_object(o).windowable]
     airflow = AirflowStack(home, EXAMPLE_DAGS, env)
     airflow.prepare(pools={"voucherify_api": 4})
+    for dag_id in history_dags:  # created paused, whatever the deployment's default: the user unpauses them
+        airflow.cli("dags", "unpause", dag_id)
     backfills = [airflow.backfill(dag_id, end.isoformat(), end.isoformat()) for dag_id in snapshots]
     started = time.monotonic()
     with airflow:

@@ -47,7 +47,7 @@ from voucherify_provider import catalog
 
 try:
     from airflow.sdk import CronDataIntervalTimetable, DeltaDataIntervalTimetable
-except ImportError:  # Airflow 3.1 and 3.2: the timetables live in core
+except ImportError:  # Airflow 3.1: the timetables live in core
     from airflow.timetables.interval import (  # type: ignore[no-redef,assignment]
         CronDataIntervalTimetable,
         DeltaDataIntervalTimetable,
@@ -87,7 +87,9 @@ RECONCILE = _env("VOUCHERIFY_RECONCILE", "weekly").lower()
 if RECONCILE not in ("weekly", "daily", "never"):
     raise ValueError(f"VOUCHERIFY_RECONCILE must be weekly, daily or never, got {RECONCILE!r}")
 HISTORY = _env("VOUCHERIFY_HISTORY", "true").lower() in ("1", "true", "yes")
-HISTORY_START = _date(_env("VOUCHERIFY_HISTORY_START", START_DATE.replace(year=START_DATE.year - 1).date().isoformat()))
+# A year before the daily start by default (Feb 29 becomes Feb 28).
+HISTORY_START = (_date(os.environ["VOUCHERIFY_HISTORY_START"]) if os.environ.get("VOUCHERIFY_HISTORY_START", "").strip()
+                 else START_DATE.replace(year=START_DATE.year - 1, day=min(START_DATE.day, 28)))
 HISTORY_SPAN = _env("VOUCHERIFY_HISTORY_SPAN", "month").lower()
 HISTORY_SPANS = {"month": "@monthly", "quarter": "@quarterly", "year": "@yearly", "all": ""}
 if HISTORY_SPAN not in HISTORY_SPANS:
@@ -276,34 +278,59 @@ def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any
 
 # --8<-- [start:history]
 def _history_timetable() -> tuple[Any, datetime, datetime] | None:
-    """The history DAGs' timetable, first interval start and end: spans of VOUCHERIFY_HISTORY_SPAN from the
-    boundary at or before VOUCHERIFY_HISTORY_START up to the last boundary at or before the daily DAGs'
-    start (history and daily runs meet without overlap); ``all``: one interval from the history start to the
-    daily start. None when there is no history before the daily start."""
+    """The history DAGs' timetable, first interval start and last interval end: spans of
+    VOUCHERIFY_HISTORY_SPAN from the boundary at or before VOUCHERIFY_HISTORY_START to the first boundary at
+    or after the daily DAGs' start (the last interval is clipped there: history and daily runs meet without
+    gap or overlap); ``all``: one interval from the history start to the daily start. None when there is no
+    history before the daily start. Intervals the daily schedule does not tile fail here, at parse time."""
+    from voucherify_provider.window import Window
+
+    if HISTORY_START >= START_DATE:
+        return None
     if HISTORY_SPAN == "all":
-        if HISTORY_START >= START_DATE:
-            return None
-        return DeltaDataIntervalTimetable(START_DATE - HISTORY_START), HISTORY_START, START_DATE
-    from croniter import croniter
+        first, end, timetable = HISTORY_START, START_DATE, DeltaDataIntervalTimetable(START_DATE - HISTORY_START)
+        edges = [Window.of(first, end)]
+    else:
+        from croniter import croniter
 
-    from voucherify_provider.window import cron_schedule
+        from voucherify_provider.window import cron_schedule
 
-    cron = cron_schedule(HISTORY_SPANS[HISTORY_SPAN])
-    first = croniter(cron, HISTORY_START + timedelta(microseconds=1)).get_prev(datetime)
-    end = croniter(cron, START_DATE + timedelta(microseconds=1)).get_prev(datetime)
-    return (CronDataIntervalTimetable(cron, timezone="UTC"), first, end) if first < end else None
+        cron = cron_schedule(HISTORY_SPANS[HISTORY_SPAN])
+        first = croniter(cron, HISTORY_START + timedelta(microseconds=1)).get_prev(datetime)
+        end = croniter(cron, START_DATE - timedelta(microseconds=1)).get_next(datetime)
+        timetable = CronDataIntervalTimetable(cron, timezone="UTC")
+        edges = [Window.of(first, croniter(cron, first).get_next(datetime)),
+                 Window.of(croniter(cron, end).get_prev(datetime), START_DATE)]
+    from voucherify_provider.errors import VoucherifyConfigError
+
+    for edge in edges:  # what one run lands must be whole intervals of the daily DAGs' schedule
+        try:
+            edge.split(SCHEDULE)
+        except VoucherifyConfigError as err:
+            raise ValueError(
+                f"History DAGs: {err} Set VOUCHERIFY_HISTORY_SPAN (and VOUCHERIFY_HISTORY_START, "
+                f"VOUCHERIFY_START_DATE) so that history intervals are whole intervals of VOUCHERIFY_SCHEDULE "
+                f"{SCHEDULE!r}, or VOUCHERIFY_HISTORY=false.") from None
+    return timetable, first, end
 
 
-@task.short_circuit
-def in_history(history_end: str, **context: Any) -> bool:
-    """Whether the run's interval ends by the daily DAGs' start. The DAG's end date lets a manual run of the
-    last interval exist (its logical date is that interval's end), so the scheduler also plans the interval
-    after it: that one is the daily DAG's, and is skipped."""
-    end = context.get("data_interval_end")
-    due = end is not None and end <= datetime.fromisoformat(history_end)
-    if not due:
-        print(f"The interval ending {end} is not history: the daily DAG lands from {history_end} on.")
-    return due
+@task
+def history_window(history_end: str, **context: Any) -> dict[str, str]:
+    """The run's interval, its end clipped to the daily DAGs' start; a run of an interval at or after that
+    start is skipped (the daily DAG lands it). The DAG's end date lets a manual run of the last interval
+    exist (its logical date is that interval's end), so the scheduler also plans the interval after it."""
+    from voucherify_provider.outcomes import airflow_exception
+
+    start, end, history_end_at = (context.get("data_interval_start"), context.get("data_interval_end"),
+                                  datetime.fromisoformat(history_end))
+    if start is None or end is None:
+        raise airflow_exception("AirflowSkipException")(
+            "This run has no data interval. Backfill a range, or trigger with a logical date at the end of "
+            "the interval to load (e.g. 2023-07-01 for June).")
+    if start >= history_end_at:
+        raise airflow_exception("AirflowSkipException")(
+            f"[{start}, {end}) is not history: the daily DAGs land from {history_end} on.")
+    return {"window_start": start.isoformat(), "window_end": min(end, history_end_at).isoformat()}
 
 
 def build_history_dag(obj: catalog.ExportedObject, timetable: Any, first: datetime, end: datetime) -> DAG:
@@ -318,6 +345,7 @@ def build_history_dag(obj: catalog.ExportedObject, timetable: Any, first: dateti
         start_date=first,
         end_date=end,
         catchup=True,  # unpaused, it loads every interval of history, then stops
+        is_paused_upon_creation=True,  # whatever the deployment's default: history starts when you say so
         max_active_runs=HISTORY_MAX_ACTIVE,
         default_args=TASK_DEFAULTS,
         tags=["voucherify", "history", mode],
@@ -327,14 +355,15 @@ def build_history_dag(obj: catalog.ExportedObject, timetable: Any, first: dateti
                                      f"voucherify_destination, else {DESTINATION}).")},
     ) as dag:
         order = obj.created_field if obj.created_field in obj.order_values else None
-        due = in_history(history_end=end.isoformat())
+        span = history_window(history_end=START_DATE.isoformat())
+        window = {"window_start": span["window_start"], "window_end": span["window_end"]}
         export = VoucherifyCreateExportOperator(
             task_id="export", fields=list(obj.fields), incremental=mode == "changes", order=order,
-            wait_for_completion=True, deferrable=DEFERRABLE, poll_interval=POLL_INTERVAL, **common)
+            wait_for_completion=True, deferrable=DEFERRABLE, poll_interval=POLL_INTERVAL, **window, **common)
         land = VoucherifyDownloadToWarehouseOperator(
             task_id="land", export_id=export.output, partition_schedule=SCHEDULE, destination=DESTINATION_TEMPLATE,
-            destination_conn_id=DESTINATION_CONN_ID, outlets=[Asset(name=f"voucherify.{obj.name}")], **common)
-        due >> export
+            destination_conn_id=DESTINATION_CONN_ID, outlets=[Asset(name=f"voucherify.{obj.name}")], **window,
+            **common)
         if mode == "changes":
             VoucherifyMergeCurrentStateOperator(
                 task_id="merge_current_state", landed=land.output, exported_object=obj.name,

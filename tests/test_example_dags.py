@@ -60,10 +60,27 @@ def test_history_dags_end_where_the_daily_dags_start(monkeypatch, span, history_
     dag = bag.dags["voucherify_order_history"]
     assert (dag.start_date.date().isoformat(), dag.end_date.date().isoformat()) == (first, last)
     assert dag.timetable.__class__.__name__ == timetable and dag.catchup and "history" in dag.tags
-    assert [t.task_id for t in dag.tasks] == ["in_history", "export", "land", "merge_current_state"]
+    assert [t.task_id for t in dag.tasks] == ["history_window", "export", "land", "merge_current_state"]
+    assert dag.is_paused_upon_creation  # whatever the deployment's default: history starts when told
     assert dag.task_dict["land"].partition_schedule == "@daily"
     assert "voucherify_points_expiration_history" not in bag.dag_ids  # a snapshot has no history
     assert "merge_current_state" not in bag.dags["voucherify_redemption_history"].task_dict
+
+
+@pytest.mark.unit
+def test_history_meets_a_daily_start_inside_an_interval_and_refuses_intervals_the_daily_schedule_cannot_tile(
+        monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VOUCHERIFY_START_DATE", "2024-02-29")  # a leap day, inside February
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
+    assert bag.import_errors == {}
+    dag = bag.dags["voucherify_order_history"]
+    assert (dag.start_date.date().isoformat(), dag.end_date.date().isoformat()) == ("2023-02-01", "2024-03-01")
+
+    monkeypatch.setenv("VOUCHERIFY_SCHEDULE", "@weekly")  # months are not whole weeks
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
+    assert any("not an interval boundary of '@weekly'" in str(e) for e in bag.import_errors.values())
 
 
 @pytest.mark.unit
@@ -162,11 +179,19 @@ def test_history_dags_land_every_day_of_their_month(history_dags, emu):
     assert len(table.history()) == 2  # created, then one merge for the month's 31 partitions
 
     # The scheduler also plans the interval after the last one (the DAG's end date must admit a manual run
-    # of the last, whose logical date is its end): that interval is the daily DAG's, and its run skips.
-    due = module.in_history.function
-    assert due(history_end="2024-02-01T00:00:00+00:00", data_interval_end=days[-1])
-    assert not due(history_end="2024-02-01T00:00:00+00:00", data_interval_end=datetime(2024, 3, 1, tzinfo=UTC))
-    assert not due(history_end="2024-02-01T00:00:00+00:00", data_interval_end=None)
+    # of the last, whose logical date is its end): that interval is the daily DAG's, and its run skips. A
+    # daily start inside an interval clips it.
+    from airflow.exceptions import AirflowSkipException
+
+    window = module.history_window.function
+    whole = {"window_start": days[0].isoformat(), "window_end": days[-1].isoformat()}
+    assert window(history_end="2024-02-01T00:00:00+00:00", data_interval_start=days[0],
+                  data_interval_end=days[-1]) == whole
+    assert window(history_end="2024-01-15T00:00:00+00:00", data_interval_start=days[0],
+                  data_interval_end=days[-1])["window_end"] == days[14].isoformat()
+    for start, end in ((days[-1], datetime(2024, 3, 1, tzinfo=UTC)), (None, None)):
+        with pytest.raises(AirflowSkipException):
+            window(history_end="2024-02-01T00:00:00+00:00", data_interval_start=start, data_interval_end=end)
 
 
 def test_snapshot_dag_lands_everything(example_dags, emu):

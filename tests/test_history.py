@@ -217,3 +217,15 @@ def test_a_failed_history_landing_keeps_its_committed_days_whole_and_its_retry_l
     for day in DAYS:
         assert partition(tmp_path, "redemption", day)[1] == partition(tmp_path / "daily", "redemption", day)[1]
     assert sum(p["rows"] for p in summary["partitions"]) == summary["rows"] > 0
+
+
+def test_a_retry_removes_the_spill_a_killed_try_left_on_the_worker():
+    schema = pa.schema([("day", pa.string())])
+    killed = Spill(schema, lambda batch: batch.column("day"), owner="0123456789ab")  # never closed: killed
+    killed.add(pa.record_batch([pa.array(["a"])], schema=schema))
+    left = killed._folder
+    assert left.exists()
+    with Spill(schema, lambda batch: batch.column("day"), owner="0123456789ab") as retry:
+        assert not left.exists() and retry._folder.exists()
+    with Spill(schema, lambda batch: batch.column("day"), owner="ffffffffffff") as other:
+        assert other._max_open >= 16  # as many files as the process's descriptor limit allows

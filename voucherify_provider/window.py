@@ -156,14 +156,9 @@ def cron_schedule(schedule: str) -> str:
 
 def _cron_presets() -> dict[str, str]:
     """Airflow's cron presets (``@daily``, ``@quarterly``...), as its timetables resolve them."""
-    try:
-        from airflow.utils.dates import cron_presets
+    from airflow.utils.dates import cron_presets
 
-        return dict(cron_presets)
-    except ImportError:  # a task SDK without core: the same table lives in the SDK's cron timetables
-        from airflow.sdk.definitions.timetables._cron import CRON_PRESETS
-
-        return dict(CRON_PRESETS)
+    return dict(cron_presets)
 
 
 def partition_stamp(value: datetime) -> str:

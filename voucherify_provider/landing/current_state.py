@@ -84,23 +84,23 @@ def merge_partition(table: ObjectStoragePath, obj: ExportedObject, partition: Ob
 
 def merge_partitions(table: ObjectStoragePath, obj: ExportedObject, partitions: Sequence[ObjectStoragePath],
                      owner: str) -> dict[str, int]:
-    """Merge landed change partitions of the same columns (a history load's days) in one pass: one read of
-    the months they touch, one commit; returns the counts."""
-    readers = []
+    """Merge landed change partitions (a history load's days) in one pass per set of columns (one, unless
+    the fields changed between landings): one read of the months they touch, one commit; returns the counts
+    (summed over the passes)."""
+    by_schema: dict[pa.Schema, list[pa.RecordBatchReader]] = {}
     for partition in partitions:
         manifest = _manifest(partition)
         files = [partition / f["path"] for f in manifest["files"]]
         if files:
-            readers.append(_stamped(obj, files, str(manifest.get("export_id", ""))))
-    if not readers:
-        return {"num_source_rows": 0}
-    schema = readers[0].schema
-    if any(not r.schema.equals(schema) for r in readers):
-        raise VoucherifyConfigError(
-            f"The partitions to merge into {table} were landed with different fields; merge them one at a time "
-            "(a list of manifests instead of one summary).")
-    return merge_rows(table, obj, pa.RecordBatchReader.from_batches(
-        schema, (batch for reader in readers for batch in reader)), owner)
+            reader = _stamped(obj, files, str(manifest.get("export_id", "")))
+            by_schema.setdefault(reader.schema, []).append(reader)
+    counts: dict[str, int] = {"num_source_rows": 0}
+    for schema, readers in by_schema.items():
+        merged = merge_rows(table, obj, pa.RecordBatchReader.from_batches(
+            schema, (batch for reader in readers for batch in reader)), owner)
+        for key, value in merged.items():
+            counts[key] = counts.get(key, 0) + value
+    return counts
 
 
 def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBatchReader, owner: str) -> dict[str, int]:

@@ -101,6 +101,11 @@ class Landing:
         return [self.obj.updated_field or "", self.obj.created_field or ""] if self.changes else None
 
     @property
+    def placing(self) -> list[str]:
+        """The columns placing a row, the first non-null one wins (the reader's ``place_by``)."""
+        return self.place_by or [self.obj.created_field or ""]
+
+    @property
     def mode(self) -> str:
         """``changes``, ``window`` or ``snapshot``: how the manifest names this landing."""
         return "changes" if self.changes else "window" if self.windowed else "snapshot"

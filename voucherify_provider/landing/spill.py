@@ -21,8 +21,26 @@ import pyarrow.compute as pc
 
 # Rows of one partition processed together: bounds the changes (or ids) in memory at once.
 CHUNK_ROWS = 500_000
-# Spill files open at once: well under the usual limit of 1024 file descriptors a process may hold.
-MAX_OPEN = 128
+# Spill files open at once, at most: a history load routes rows to one file per day of its span, and a
+# file closed early means a new segment (its own schema header) for every later write to that day.
+MAX_OPEN = 4096
+FOLDER_PREFIX = "voucherify-spill-"
+
+
+def open_file_budget() -> int:
+    """How many spill files this process may keep open: the soft limit on file descriptors is raised to the
+    hard one where it is lower (it often is 1024), keeping 256 for everything else the process opens."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(MAX_OPEN + 256, hard if hard != resource.RLIM_INFINITY else MAX_OPEN + 256)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):  # not allowed here: live with the limit there is
+            pass
+    return max(16, min(MAX_OPEN, (MAX_OPEN + 256 if soft == resource.RLIM_INFINITY else soft) - 256))
 
 
 def partition_order(partition: str | None) -> tuple[bool, str]:
@@ -33,18 +51,24 @@ def partition_order(partition: str | None) -> tuple[bool, str]:
 class Spill:
     """Rows of ``schema`` spilled per partition value (``partition_of`` gives each row's, null allowed).
 
-    At most ``max_open`` spill files are open at once (a history load routes rows to hundreds of days): the
-    least recently written one is closed and that partition continues in a new segment file.
+    At most ``max_open`` spill files are open at once (default: what the process's file limit allows, up to
+    ``MAX_OPEN``): beyond, the least recently written one is closed and that partition continues in a new
+    segment file. ``owner`` (a task instance's staging owner) names the folder, so a retry of that task on
+    the same worker removes what a killed try left.
     :meth:`checkpoint` and :meth:`rollback` drop what was spilled since, for an input read again from the
     start (a download that broke off).
     """
 
     def __init__(self, schema: pa.Schema, partition_of: Callable[[pa.RecordBatch], pa.Array],
-                 max_open: int = MAX_OPEN) -> None:
+                 max_open: int | None = None, owner: str | None = None) -> None:
         self.schema = schema
         self._partition_of = partition_of
-        self._max_open = max_open
-        self._folder = Path(tempfile.mkdtemp(prefix="voucherify-spill-"))
+        self._max_open = max_open or open_file_budget()
+        prefix = f"{FOLDER_PREFIX}{owner}-" if owner else FOLDER_PREFIX
+        if owner:
+            for left in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+                shutil.rmtree(left, ignore_errors=True)
+        self._folder = Path(tempfile.mkdtemp(prefix=prefix))
         self._open: OrderedDict[str | None, Any] = OrderedDict()
         self._segments: dict[str | None, int] = {}
         self._rows: dict[str | None, int] = {}

@@ -67,13 +67,14 @@ class SplitLanding(Landing):
     partitions: list[Window]
     writer_for: Callable[[Window], PartitionWriter]
     row_group_rows: int
+    owner: str | None = None  # the task instance's staging owner: names the spill folder (swept on a retry)
     _starts: Any = field(init=False, repr=False)  # each partition's start, in the placing column's unit
     _stamps: pa.Array = field(init=False, repr=False)  # each partition's name
 
     def __post_init__(self) -> None:
         import numpy as np
 
-        placing = (self.place_by or [self.obj.created_field or ""])[0]
+        placing = self.placing[0]
         # A placing column missing from the fields is refused by the reader, with the fix, before any file.
         unit = arrow_schema(self.obj, self.fields).field(placing).type.unit if placing in self.fields else "ms"
         per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
@@ -86,7 +87,7 @@ class SplitLanding(Landing):
         rejected, totals, progress = self._start()
         schema = arrow_schema(self.obj, self.fields)
         landed: list[dict[str, Any]] = []
-        with Spill(schema, self._partition_of) as spill:
+        with Spill(schema, self._partition_of, owner=self.owner) as spill:
             for part in parts:
                 self._land_part(part, lambda: _SpillSink(spill), rejected, totals, progress)
             set_aside = self._rejected_by_partition(rejected)
@@ -136,27 +137,28 @@ class SplitLanding(Landing):
         dropped the rows outside the whole window)."""
         import numpy as np
 
-        columns = [batch.column(f) for f in (self.place_by or [self.obj.created_field or ""])]
+        columns = [batch.column(f) for f in self.placing]
         placed = columns[0] if len(columns) == 1 else pc.coalesce(*columns)
         index = np.searchsorted(self._starts, int64_values(placed.cast(pa.int64())), side="right") - 1
         return pc.take(self._stamps, int64_array(index))
 
     def _rejected_by_partition(self, rejected: RejectedRows | None) -> dict[str, RejectedRows]:
-        """Rows that could not be typed, each with the partition its placing time names when that time can
-        be read (else the window's first partition): they stay beside the rows of their day."""
+        """Rows that could not be typed, each with the partition its first readable placing time names (clamped
+        to the window; none readable: the window's first partition): they stay beside the rows of their day."""
         if rejected is None or not rejected.rows:
             return {}
         starts = [w.start for w in self.partitions]
-        columns = [self.fields.index(f) for f in (self.place_by or [self.obj.created_field or ""])]
+        columns = [self.fields.index(f) for f in self.placing]
         routed: dict[str, RejectedRows] = {}
         for row, reason in zip(rejected.rows, rejected.reasons, strict=True):
             index = 0
-            placed = next((row[c] for c in columns if row[c]), None)
-            try:
-                moment = as_utc(datetime.fromisoformat(str(placed).replace("Z", "+00:00")), "placed")
+            for value in (row[c] for c in columns if row[c]):
+                try:
+                    moment = as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")), "placed")
+                except (ValueError, TypeError):
+                    continue
                 index = max(0, min(len(starts) - 1, bisect.bisect_right(starts, moment) - 1))
-            except (ValueError, TypeError):
-                pass
+                break
             key = partition_stamp(self.partitions[index].start)
             routed.setdefault(key, RejectedRows(self.fields)).add(row, reason)
         return routed

@@ -55,8 +55,8 @@ class VoucherifyMergeCurrentStateOperator(_CurrentStateOperator):
     changes nothing and windows may be merged in any order. The table is partitioned by creation month:
     a merge reads only the months its changes belong to and rewrites only the files holding an older
     version, in bounded memory whatever the table's size (a table of the older unpartitioned layout is
-    migrated by the first merge). Returns the counts per landed partition (rows updated, inserted and
-    copied, files scanned, removed and added, months touched).
+    migrated by the first merge). Returns the counts per landed partition, or per history summary (rows
+    updated, inserted and copied, files scanned, removed and added, months touched).
 
     :param landed: what the landing task(s) returned (``land.output``): one manifest or a list of them, or
         the summary of a history load (``partition_schedule``), whose partitions are merged in one pass.

@@ -57,7 +57,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     :param partition_schedule: land a long window (a history load) as the partitions of the DAG on this
         cron schedule (e.g. ``@daily``, that DAG's timetable): one ``window_start=`` partition per interval,
         each committed on its own as that DAG's run commits it, empty intervals included. Returns then a
-        summary listing every partition (``partitions``) instead of one manifest. None: one partition.
+        summary listing every partition (``partitions``) instead of one manifest (a window of exactly one
+        interval lands as usual and returns its manifest). None: one partition.
     """
 
     template_fields: Sequence[str] = (
@@ -153,7 +154,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             "max_download_attempts": self.max_download_attempts, "progress_every_seconds": self.progress_every_seconds}
         split = len(pieces) > 1
         landing: ExportLanding | SplitLanding = (
-            SplitLanding(partitions=pieces, writer_for=writer_for, row_group_rows=rows_per_group, **common) if split
+            SplitLanding(partitions=pieces, writer_for=writer_for, row_group_rows=rows_per_group, owner=owner,
+                         **common) if split
             else ExportLanding(writer=writer, **common))
         if not split and (swept := writer.sweep_staged()):
             self.log.info("Removed %d file(s) an earlier try of this task left staged", swept)
@@ -184,8 +186,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         last = writer_for(pieces[-1]).partition
         self.log.info("Landed %s rows of %s in %d partitions of %s under %s", summary["rows"], obj,
                       len(summary["partitions"]), self.partition_schedule, last.parent)
-        self._emit_asset_event(context, {"partitions": len(summary["partitions"]), "rows": summary["rows"],
-                                         "export_id": self.export_id, "object": obj,
+        self._emit_asset_event(context, {"partition": str(last), "partitions": len(summary["partitions"]),
+                                         "rows": summary["rows"], "export_id": self.export_id, "object": obj,
                                          "window_start": summary["window_start"], "window_end": summary["window_end"]})
         self._lineage = (obj, last, {"schema": summary["schema"], "rows": summary["rows"],
                                      "files": [{"bytes": sum(p["bytes"] for p in summary["partitions"])}]})
