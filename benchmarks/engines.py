@@ -164,20 +164,25 @@ def bench_export_task(conn_id: str = "voucherify_default") -> Any:
                                           voucherify_conn_id=conn_id)
 
 
+def _done_export(create: Any) -> str:
+    """The export a create task plans, made and waited for (as its deferred wait would); its id."""
+    request = create.plan({})
+    export = create.hook.create_export(request["exported_object"], request["fields"], request["order"],
+                                       request["filters"])
+    create.hook.wait_for_export(export["id"], poll_interval=0.1)
+    return str(export["id"])
+
+
 def pipeline(_: str, out: Path) -> int:
     """End to end as the example DAG's three tasks do it, in one process: VoucherifyCreateExportOperator's
     request for the window, the sensor's wait for DONE, then VoucherifyDownloadToWarehouseOperator."""
     from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
 
     _use_bench_connection()
-    create = bench_export_task(BENCH_CONN_ID)
-    request = create.plan({})
-    export = create.hook.create_export(request["exported_object"], request["fields"], request["order"],
-                                       request["filters"])
-    create.hook.wait_for_export(export["id"], poll_interval=0.1)
     land = VoucherifyDownloadToWarehouseOperator(
-        task_id="land", export_id=export["id"], destination=str(out), exported_object="redemption",
-        window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1], voucherify_conn_id=BENCH_CONN_ID)
+        task_id="land", export_id=_done_export(bench_export_task(BENCH_CONN_ID)), destination=str(out),
+        exported_object="redemption", window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1],
+        voucherify_conn_id=BENCH_CONN_ID)
     return int(land.execute({})["rows"])
 
 
@@ -195,12 +200,8 @@ def land_span(days: str, out: Path) -> int:
     create = VoucherifyCreateExportOperator(task_id="export", exported_object="redemption", fields=FIELDS,
                                             order="created_at", voucherify_conn_id=BENCH_CONN_ID,
                                             window_start=start, window_end=end)
-    request = create.plan({})
-    export = create.hook.create_export(request["exported_object"], request["fields"], request["order"],
-                                       request["filters"])
-    create.hook.wait_for_export(export["id"], poll_interval=0.2)
     land = VoucherifyDownloadToWarehouseOperator(
-        task_id="land", export_id=export["id"], destination=str(out), exported_object="redemption",
+        task_id="land", export_id=_done_export(create), destination=str(out), exported_object="redemption",
         voucherify_conn_id=BENCH_CONN_ID, partition_schedule="@daily" if int(days) > 1 else None,
         window_start=start, window_end=end)
     return int(land.execute({})["rows"])
