@@ -391,8 +391,8 @@ readers{", the current-state merge" if mode == "changes" else ""} and later dail
 """
 
 
+_history = _history_timetable() if HISTORY else None
 for _name in OBJECTS:
     globals()[f"voucherify_{_name}"] = build_dag(catalog.get_object(_name))
-    _history = _history_timetable() if HISTORY else None
     if _history is not None and _mode(catalog.get_object(_name)) != "snapshot":  # snapshots have no history
         globals()[f"voucherify_{_name}_history"] = build_history_dag(catalog.get_object(_name), *_history)
