@@ -20,8 +20,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from harness.paths import EXAMPLE_DAGS
 from harness.process import run_engine
 from harness.stack import AirflowStack, EmulatorProcess, wait_until
@@ -141,24 +139,12 @@ def _counted(emulator: EmulatorProcess, warehouse: Path) -> dict[str, Any]:
     """API calls (downloads apart) and exports per object, from the emulator; rows landed."""
     log = emulator.admin("GET", "requests")["log"]
     routes = Counter(entry["route"] for entry in log)
-    exports = _exports(emulator)
+    exports = emulator.exports()
     manifests = [json.loads(p.read_text()) for p in warehouse.glob("*/window_start=*/_manifest.json")]
     return {"api_calls": sum(n for route, n in routes.items() if route != "download_export"),
             "downloads": routes.get("download_export", 0), "calls_by_route": dict(routes),
             "exports": len(exports), "exports_by_object": dict(Counter(e["exported_object"] for e in exports)),
             "partitions": len(manifests), "rows_landed": sum(m["rows"] for m in manifests)}
-
-
-def _exports(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    headers = {"X-App-Id": emulator.app_id, "X-App-Token": emulator.app_token}
-    found: list[dict[str, Any]] = []
-    for page in range(1, 101):
-        body = httpx.get(f"{emulator.base_url}/v1/exports", params={"limit": 100, "page": page}, headers=headers,
-                         timeout=30).json()
-        found.extend(body["exports"])
-        if len(found) >= body["total"]:
-            break
-    return found
 
 
 def _compare(history: Path, daily: Path, objects: list[str], days: int) -> dict[str, Any]:

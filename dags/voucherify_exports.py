@@ -101,6 +101,10 @@ HISTORY_MAX_ACTIVE = int(_env("VOUCHERIFY_HISTORY_MAX_ACTIVE", "2"))
 DESTINATION_TEMPLATE = (
     "{{ params.destination or var.value.get('voucherify_destination', '" + DESTINATION.replace("'", "\\'") + "') }}"
 )
+# Nullable with a null default: the UI's Trigger dialog shows it optional and Trigger works as it opens.
+DESTINATION_PARAM = Param(None, type=["null", "string"],
+                          description="Override the destination base path or URL (empty: the Variable "
+                          f"voucherify_destination, else {DESTINATION}).")
 TASK_DEFAULTS: dict[str, Any] = {
     "retries": int(_env("VOUCHERIFY_RETRIES", "3")),
     "retry_delay": timedelta(seconds=float(_env("VOUCHERIFY_RETRY_DELAY", "60"))),
@@ -213,10 +217,7 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
         tags=["voucherify", mode],
         doc_md=_doc(obj, mode),
         params={
-            # Nullable with a null default: the UI's Trigger dialog shows it optional and Trigger works as it opens.
-            "destination": Param(None, type=["null", "string"],
-                                 description="Override the destination base path or URL (empty: the Variable "
-                                 f"voucherify_destination, else {DESTINATION})."),
+            "destination": DESTINATION_PARAM,
             "lookback": Param(LOOKBACK, type="integer", minimum=0, maximum=30,
                               description="Re-export this many previous windows too (window and change modes)."),
             **({"reconcile": Param("auto", enum=["auto", "always", "never"],
@@ -350,9 +351,7 @@ def build_history_dag(obj: catalog.ExportedObject, timetable: Any, first: dateti
         default_args=TASK_DEFAULTS,
         tags=["voucherify", "history", mode],
         doc_md=_history_doc(obj, mode, first),
-        params={"destination": Param(None, type=["null", "string"],
-                                     description="Override the destination base path or URL (empty: the Variable "
-                                     f"voucherify_destination, else {DESTINATION}).")},
+        params={"destination": DESTINATION_PARAM},
     ) as dag:
         order = obj.created_field if obj.created_field in obj.order_values else None
         span = history_window(history_end=START_DATE.isoformat())

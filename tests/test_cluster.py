@@ -20,13 +20,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from harness.celery_stack import CeleryAirflowStack
 from harness.cluster import WAREHOUSE_PREFIX, Cluster, cluster_services
 from harness.services import MissingService
-from harness.stack import EmulatorProcess, wait_until
+from harness.stack import wait_until
 from tests.support.warehouse_checks import (
     STATE_FIELDS,
     assert_matches_ground_truth,
@@ -93,29 +92,6 @@ def task_in_flight(airflow: CeleryAirflowStack, task_id: str, dag_id: str | None
     return None
 
 
-def exports_created(emulator: EmulatorProcess) -> list[dict[str, Any]]:
-    """Every export the emulator created, through its public list endpoint."""
-    headers = {"X-App-Id": emulator.app_id, "X-App-Token": emulator.app_token}
-    found: list[dict[str, Any]] = []
-    for page in range(1, 101):
-        body = list_exports_page(emulator, headers, page)
-        found.extend(body["exports"])
-        if len(found) >= body["total"]:
-            return found
-    raise AssertionError("more exports than the list endpoint pages through")
-
-
-def list_exports_page(emulator: EmulatorProcess, headers: dict[str, str], page: int) -> dict[str, Any]:
-    """One page of the export list, retried through the random 429s and 5xx the scenario configured."""
-    for _ in range(20):
-        answer = httpx.get(f"{emulator.base_url}/v1/exports", params={"limit": 100, "page": page},
-                           headers=headers, timeout=30)
-        if answer.status_code == 200:
-            return dict(answer.json())
-        time.sleep(1)
-    raise AssertionError(f"the export list kept failing: {answer.status_code} {answer.text[:200]}")
-
-
 def export_key(export: dict[str, Any]) -> tuple[str, str | None]:
     """(object, window end) of an export; window end None for snapshots and id lists."""
     created = (export["parameters"].get("filters") or {}).get("created_at")
@@ -152,7 +128,7 @@ def run_the_scenario(cluster: Cluster) -> dict[str, Any]:
                                       "AND dag_run_id IS NOT NULL", backfills)[0][0]
         return {"runs": runs, "manual": manual, "backfill_runs": backfill_runs, "landing": landing,
                 "landing_final": landing.final_try(airflow), "tries": tries_by_key(airflow),
-                "exports": exports_created(emulator), "faults": emulator.admin("GET", "requests")["faults_injected"]}
+                "exports": emulator.exports(), "faults": emulator.admin("GET", "requests")["faults_injected"]}
 
 
 def roll_out_waits_in_workers(cluster: Cluster, days: list[str]) -> dict[str, Any]:
@@ -160,7 +136,7 @@ def roll_out_waits_in_workers(cluster: Cluster, days: list[str]) -> dict[str, An
     (VOUCHERIFY_DEFERRABLE=false) and slow exports; ``days`` of redemptions reprocessed through the REST API;
     the worker polling one export is SIGKILLed, so its retry runs on the other worker."""
     emulator, airflow = cluster.emulator, cluster.airflow
-    before = {e["id"] for e in exports_created(emulator)}
+    before = {e["id"] for e in emulator.exports()}
     airflow.env["VOUCHERIFY_DEFERRABLE"] = "false"
     emulator.admin("PATCH", "config", json={"in_progress_seconds": 25})
     with airflow:
@@ -170,7 +146,7 @@ def roll_out_waits_in_workers(cluster: Cluster, days: list[str]) -> dict[str, An
         airflow.kill_worker(export.worker)
         runs = cluster.wait_until_idle([f"voucherify_{WINDOWED}"], [backfill], timeout=1200)
         result = {"runs": runs, "export": export, "export_final": export.final_try(airflow),
-                  "created": [e for e in exports_created(emulator) if e["id"] not in before]}
+                  "created": [e for e in emulator.exports() if e["id"] not in before]}
     emulator.admin("PATCH", "config", json={"in_progress_seconds": 2})
     return result
 
