@@ -13,12 +13,9 @@ import base64
 import os
 import secrets
 import signal
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from harness.paths import VENV_BIN
-from harness.services import libpq_dsn
 from harness.stack import AirflowStack, ManagedProcess, ProcessExited, wait_until
 from voucherify_provider.emulator.server import free_port
 
@@ -33,7 +30,6 @@ class CeleryAirflowStack(AirflowStack):
         result_backend = "db+" + database_url.replace("+psycopg2", "")
         super().__init__(home, dags_folder, {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
             "AIRFLOW__CELERY__BROKER_URL": broker_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
@@ -48,9 +44,7 @@ class CeleryAirflowStack(AirflowStack):
             # retry after 60 s instead of the default 5 minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             **(env or {}),
-        })
-        self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)  # SQLite's, not psycopg2's
-        self.database_url = database_url
+        }, database_url=database_url)
         self.worker_names = [f"worker{n}" for n in range(1, workers + 1)]
         self.components: dict[str, ManagedProcess] = {}
         self.killed: set[str] = set()
@@ -125,13 +119,3 @@ class CeleryAirflowStack(AirflowStack):
             if pid in tree:
                 return name
         return None
-
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read the metadata database (PostgreSQL); ``?`` placeholders as with SQLite."""
-        import psycopg2
-
-        with psycopg2.connect(libpq_dsn(self.database_url)) as con, con.cursor() as cur:
-            cur.execute(sql.replace("?", "%s"), tuple(params))
-            rows = cur.fetchall() if cur.description else []
-        con.close()
-        return [tuple(r) for r in rows]

@@ -1,4 +1,4 @@
-"""A whole Airflow (standalone) running the example DAGs against an emulator whose data covers the last
+"""A whole Airflow (standalone, on PostgreSQL) running the example DAGs against an emulator whose data covers the last
 week, so runs triggered *now* (UI, REST, CLI) land real rows. Backs the UI and REST trigger tests
 (tests/test_ui_and_rest_triggers.py)."""
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.paths import EXAMPLE_DAGS
+from harness.services import PostgresServer
 from harness.stack import AirflowStack, EmulatorProcess, wait_until
 
 UTC = timezone.utc
@@ -58,16 +59,22 @@ class RunningStack:
 
 
 def start_stack(workdir: Path) -> Iterator[RunningStack]:
-    """Start the emulator and Airflow; yield; stop both (also on failure)."""
+    """Start the emulator, PostgreSQL and Airflow; yield; stop them all (also on failure).
+
+    PostgreSQL, not SQLite: the UI's Backfill option creates its runs while the scheduler writes, which
+    Airflow refuses on SQLite now and then ("database is locked ... Backfill creation is not supported on
+    SQLite under concurrent access"), as it would for a user.
+    """
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     week_ago, tomorrow = today - timedelta(days=7), today + timedelta(days=1)
     with EmulatorProcess(workdir, scale=700, extra_args=["--start", week_ago.isoformat(), "--end",
-                                                          tomorrow.isoformat()]) as emulator:
+                                                          tomorrow.isoformat()]) as emulator, \
+            PostgresServer(workdir / "postgres") as postgres:
         lake = workdir / "lake"
         env = {"AIRFLOW_CONN_VOUCHERIFY_DEFAULT": emulator.connection(), "VOUCHERIFY_DESTINATION": str(lake),
                "VOUCHERIFY_OBJECTS": ",".join(OBJECTS), "VOUCHERIFY_START_DATE": week_ago.date().isoformat(),
                "VOUCHERIFY_POLL_INTERVAL": "1", "VOUCHERIFY_RETRIES": "1", "VOUCHERIFY_RETRY_DELAY": "2"}
-        airflow = AirflowStack(workdir / "airflow", EXAMPLE_DAGS, env)
+        airflow = AirflowStack(workdir / "airflow", EXAMPLE_DAGS, env, database_url=postgres.url)
         airflow.prepare(pools={"voucherify_api": 4})
         started = time.monotonic()
         with airflow:

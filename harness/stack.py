@@ -148,10 +148,13 @@ class EmulatorProcess:
 
 
 class AirflowStack:
-    """``airflow standalone`` (scheduler, dag-processor, triggerer, api-server; SQLite; LocalExecutor)."""
+    """``airflow standalone`` (scheduler, dag-processor, triggerer, api-server; LocalExecutor), on SQLite
+    or, given ``database_url``, on PostgreSQL."""
 
-    def __init__(self, home: Path, dags_folder: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, dags_folder: Path, env: dict[str, str] | None = None, *,
+                 database_url: str | None = None) -> None:
         self.home = home
+        self.database_url = database_url
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -176,6 +179,9 @@ class AirflowStack:
             **(env or {}),
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        if database_url:
+            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = database_url
+            self.env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", None)  # SQLite's, not psycopg2's
         self.process = ManagedProcess([], self.env, home / "standalone.log")
 
     def prepare(self, pools: dict[str, int] | None = None) -> None:
@@ -246,9 +252,19 @@ class AirflowStack:
         return response.json() if response.content else None
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read the metadata database (SQLite) directly."""
-        with sqlite3.connect(self.home / "airflow.db", timeout=30) as con:
-            return list(con.execute(sql, tuple(params)))
+        """Read the metadata database directly; ``?`` placeholders on SQLite and PostgreSQL alike."""
+        if not self.database_url:
+            with sqlite3.connect(self.home / "airflow.db", timeout=30) as con:
+                return list(con.execute(sql, tuple(params)))
+        import psycopg2
+
+        from harness.services import libpq_dsn  # services builds on this module
+
+        with psycopg2.connect(libpq_dsn(self.database_url)) as con, con.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), tuple(params))
+            rows = cur.fetchall() if cur.description else []
+        con.close()
+        return [tuple(r) for r in rows]
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, *extra: str) -> int:
         """``airflow backfill create`` for a DAG (call it while the stack is stopped); return its id."""
