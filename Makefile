@@ -13,17 +13,23 @@ $(PY):
 # Reinstall when the project metadata changes; editable so tests see the working tree.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt $(CLOUD_PROVIDERS)
 	touch $(STAMP)
 
-# What some tests need beyond Python: Debian's chromium (UI tests, driven by playwright-core from npm) and
-# Java (Spark reading the landed Parquet). Installed when missing; where that is impossible (no root, no
+# The providers whose filesystems reach GCS and Azure, for the cloud destination tests: without their
+# dependencies (see the test extra in pyproject.toml for why and for what they need).
+CLOUD_PROVIDERS := apache-airflow-providers-google apache-airflow-providers-microsoft-azure
+
+# What some tests need beyond Python: Debian's chromium (UI tests, driven by playwright-core from npm),
+# Java (Spark reading the landed Parquet) and Azurite (Azure Storage's emulator, from npm). Installed when missing; where that is impossible (no root, no
 # apt), those tests skip and say why.
 SYSTEM_STAMP := .venv/.system-deps
-$(SYSTEM_STAMP): tests/ui/package.json tests/ui/package-lock.json | $(PY)
+$(SYSTEM_STAMP): tests/ui/package.json tests/ui/package-lock.json tests/azurite/package.json tests/azurite/package-lock.json | $(PY)
 	@command -v chromium >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
 	   default-jre-headless >/dev/null) || echo "warning: could not install chromium/java with apt-get"
 	@(cd tests/ui && npm ci --no-audit --no-fund --silent) || echo "warning: npm ci in tests/ui failed"
+	@(cd tests/azurite && npm ci --no-audit --no-fund --silent) || echo "warning: npm ci in tests/azurite failed"
 	touch $@
 
 # The production-shaped stack (make demo-cluster, tests/test_cluster.py) runs Debian's PostgreSQL and Redis.

@@ -25,6 +25,7 @@ from tests.support.exports import wait_done
 from tests.support.operators import JAN2, JAN3, UTC, context
 from voucherify_provider.catalog import CatalogError
 from voucherify_provider.errors import VoucherifyAuthError, VoucherifyConfigError
+from voucherify_provider.operators.current_state import VoucherifyMergeCurrentStateOperator
 from voucherify_provider.operators.export import VoucherifyCreateExportOperator
 from voucherify_provider.sensors.export import VoucherifyExportDoneSensor
 from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
@@ -156,7 +157,11 @@ CASES: list[tuple[str, Callable[[Env], Any], str, bool]] = [
      r"Cannot write to destination", True),
     ("unknown destination scheme",
      lambda e: e.land("exp_x", destination="foo://bucket/wh", exported_object="redemption").execute(context()),
-     r"Unsupported filesystem: 'foo'.*Use a local path or a URL", True),
+     r"the foo:// scheme cannot be landed on safely.*Use a local path or file://, s3://.*gs://.*abfs://", True),
+    ("destination store without an exclusive create (current state)",
+     lambda e: VoucherifyMergeCurrentStateOperator(task_id="m", landed=[], exported_object="customer",
+                                                   destination="http://files.example.com/lake"),
+     r"the http:// scheme cannot be landed on safely .*exclusive create", True),
     ("missing destination connection",
      lambda e: e.land("exp_x", destination="s3://bucket/wh", destination_conn_id="no_s3",
                       exported_object="redemption").execute(context()),
@@ -207,6 +212,8 @@ RAISES: dict[str, type[BaseException]] = {
     **dict.fromkeys(PARSE_TIME, CatalogError),
     "snapshot object windowed": VoucherifyConfigError,
     "bad on_bad_value": VoucherifyConfigError,
+    "unknown destination scheme": VoucherifyConfigError,  # refused at parse time
+    "destination store without an exclusive create (current state)": VoucherifyConfigError,
     "wrong cluster or key (401)": VoucherifyAuthError,  # a key rotated in the connection works on retry
     "destination under a file": PermissionError,  # the store's permissions can be fixed between tries
     "export not done yet": AirflowException,

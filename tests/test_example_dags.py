@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import shutil
 import socket
 import sys
 from datetime import datetime, timedelta, timezone
@@ -14,7 +12,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from harness.paths import EXAMPLE_DAGS
-from tests.support.dag_files import dags_folder
+from tests.support.dag_files import load_example_dags
 from voucherify_provider import catalog
 
 UTC = timezone.utc
@@ -115,21 +113,7 @@ def test_modes_follow_the_catalog():
 # --8<-- [start:example_dags]
 @pytest.fixture
 def example_dags(airflow_db, emu, tmp_path, monkeypatch):
-    yield from _load_example_dags(tmp_path, monkeypatch)
-
-
-def _load_example_dags(tmp_path, monkeypatch):
-    monkeypatch.setenv("VOUCHERIFY_CONN_ID", "voucherify_test")
-    monkeypatch.setenv("VOUCHERIFY_DESTINATION", str(tmp_path / "lake"))
-    monkeypatch.setenv("VOUCHERIFY_OBJECTS", "redemption,customer,points_expiration")
-    monkeypatch.setenv("VOUCHERIFY_DEFERRABLE", "true")
-    target = dags_folder() / "voucherify_exports.py"
-    shutil.copy(EXAMPLE_DAGS / "voucherify_exports.py", target)
-    spec = importlib.util.spec_from_file_location("example_voucherify_exports", target)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module, tmp_path / "lake"
-    target.unlink()
+    yield from load_example_dags(tmp_path, monkeypatch)
 
 
 def test_windowed_dag_with_lookback_lands_each_window_once(example_dags, emu):
@@ -155,7 +139,7 @@ def history_dags(airflow_db, emu, tmp_path, monkeypatch):
     monkeypatch.setenv("VOUCHERIFY_START_DATE", "2024-02-01")
     monkeypatch.setenv("VOUCHERIFY_HISTORY_START", "2024-01-01")
     monkeypatch.setenv("VOUCHERIFY_POLL_INTERVAL", "0.5")
-    yield from _load_example_dags(tmp_path, monkeypatch)
+    yield from load_example_dags(tmp_path, monkeypatch)
 
 
 def test_history_dags_land_every_day_of_their_month(history_dags, emu):

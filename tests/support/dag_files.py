@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from harness.paths import EXAMPLE_DAGS
 
 HEADER = """
 from datetime import datetime, timedelta, timezone
@@ -100,3 +104,25 @@ def pipeline_dag(obj: str, dest: Path, *, create: str = "", sensor: str = "", la
         f"destination={str(dest)!r}, exported_object={obj!r}, voucherify_conn_id=CONN{land})\n"
         f"    {chain}\n"
     )
+
+
+# --8<-- [start:load_example_dags]
+def load_example_dags(tmp_path: Path, monkeypatch: Any, destination: str | None = None,
+                      destination_conn_id: str | None = None) -> Iterator[tuple[Any, Path]]:
+    """Import the example DAG file from the test DAGs folder, configured by its environment variables for
+    the emulator's connection and a destination (default: a temporary folder); yield (module, lake)."""
+    monkeypatch.setenv("VOUCHERIFY_CONN_ID", "voucherify_test")
+    monkeypatch.setenv("VOUCHERIFY_DESTINATION", destination or str(tmp_path / "lake"))
+    if destination_conn_id:
+        monkeypatch.setenv("VOUCHERIFY_DESTINATION_CONN_ID", destination_conn_id)
+    monkeypatch.setenv("VOUCHERIFY_OBJECTS", "redemption,customer,points_expiration")
+    monkeypatch.setenv("VOUCHERIFY_DEFERRABLE", "true")
+    target = dags_folder() / "voucherify_exports.py"
+    shutil.copy(EXAMPLE_DAGS / "voucherify_exports.py", target)
+    spec = importlib.util.spec_from_file_location("example_voucherify_exports", target)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module, tmp_path / "lake"
+    target.unlink()
+# --8<-- [end:load_example_dags]

@@ -34,6 +34,7 @@ from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.catalog import ExportedObject
 from voucherify_provider.errors import VoucherifyConfigError
+from voucherify_provider.landing.credentials import delta_location
 from voucherify_provider.landing.delta_files import (
     FILE_ROWS,
     PARTITION,
@@ -46,13 +47,11 @@ from voucherify_provider.landing.delta_files import (
     newest_per_key,
     row_group_batches,
 )
-from voucherify_provider.landing.paths import is_local, path_url
 from voucherify_provider.landing.sink import (
     arrow_filesystem,
     forget_listing,
     open_input,
     open_untracked,
-    s3_settings,
 )
 from voucherify_provider.landing.spill import CHUNK_ROWS, Spill
 from voucherify_provider.landing.typed_csv import timestamp_scalar
@@ -414,27 +413,3 @@ def _manifest(partition: ObjectStoragePath) -> dict[str, Any]:
 def _exists(table: ObjectStoragePath) -> bool:
     forget_listing(table)  # delta-rs writes natively: fsspec's cached listing never sees its log
     return (table / "_delta_log").exists()
-
-
-def delta_location(table: ObjectStoragePath) -> tuple[str, dict[str, str]]:
-    """The table's URI and delta-rs storage options (credentials and endpoint of the destination's s3fs)."""
-    if is_local(table):
-        return path_url(table), {}
-    if table.protocol not in ("s3", "s3a"):
-        raise VoucherifyConfigError(f"The current-state table supports local and s3:// destinations, not "
-                                    f"{table.protocol}://; land to one of those.")
-    settings = s3_settings(table.fs)
-    if settings is None:
-        raise VoucherifyConfigError("The destination's S3 connection uses settings delta-rs cannot carry "
-                                    "(anonymous access, a custom signer or a proxy); give it key/secret credentials.")
-    options = {"AWS_ACCESS_KEY_ID": settings["key"], "AWS_SECRET_ACCESS_KEY": settings["secret"],
-               "AWS_REGION": settings["region"],
-               # Merges are serialised by this module's lock file (a conditional put), so delta-rs need not
-               # bring its own locking service.
-               "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-    if settings["token"]:
-        options["AWS_SESSION_TOKEN"] = settings["token"]
-    if settings["endpoint"]:
-        options["AWS_ENDPOINT_URL"] = str(settings["endpoint"])
-        options["AWS_ALLOW_HTTP"] = "true" if str(settings["endpoint"]).startswith("http://") else "false"
-    return path_url(table), options

@@ -7,27 +7,41 @@ Import-light (no pyarrow): operators resolve their Asset outlets at DAG-parse ti
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING
 
 from airflow.sdk import Asset, ObjectStoragePath
 
 from voucherify_provider.errors import VoucherifyConfigError, explain_missing_connection
 from voucherify_provider.landing.paths import is_local, is_local_url, path_url
+from voucherify_provider.landing.stores import AZURE, canonical_url, store_for_protocol, store_of, supported_schemes
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+def check_destination(destination: str) -> None:
+    """Fail at parse time for an empty destination or a store the landing cannot commit on safely."""
+    if not str(destination).strip():
+        raise VoucherifyConfigError(f"destination is empty; give {supported_schemes()}.")
+    store_of(destination)
+
+
 def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) -> ObjectStoragePath:
-    """The destination base as an ObjectStoragePath (local path, file://, s3://, any fsspec scheme).
+    """The destination base as an ObjectStoragePath on a supported store (see ``stores.py``).
 
     A destination connection that does not exist is an error here: the filesystem would otherwise fall
     back silently to whatever default credentials the worker has.
     """
     if isinstance(destination, ObjectStoragePath):
+        store_for_protocol(destination.protocol, shown=str(destination))
         return destination
-    if not str(destination).strip():
-        raise VoucherifyConfigError("destination is empty; give a local path or a URL such as s3://bucket/prefix.")
+    check_destination(destination)
+    destination = canonical_url(destination)
+    store = store_of(destination)
+    if store is AZURE:
+        # The Azure SDK logs every request and its headers at INFO: thousands of lines per landing.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
     if conn_id:
         from airflow.sdk import BaseHook
 
@@ -42,8 +56,7 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
         return ObjectStoragePath(str(destination), conn_id=conn_id)
     except ValueError as err:
         raise VoucherifyConfigError(
-            f"destination {str(destination)!r}: {err}. Use a local path or a URL whose filesystem is installed "
-            "(file://, s3:// with apache-airflow-providers-amazon[s3fs], gs://, abfs://...).") from None
+            f"destination {str(destination)!r}: {err}. {store.name} needs {store.install} on the worker.") from None
 
 
 def _attach_local_filesystem() -> None:
@@ -60,17 +73,24 @@ def _attach_local_filesystem() -> None:
 
 def asset_for(destination: str, exported_object: str) -> Asset:
     """The Asset a landing task emits: the object's folder under the destination."""
-    base = str(destination).rstrip("/")
+    base = canonical_url(str(destination)).rstrip("/")
     if "://" not in base:
         base = f"file://{base if base.startswith('/') else '/' + base}"
     return Asset(uri=f"{base}/{exported_object}")
 
 
 def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
-    """OpenLineage (namespace, name) of a path: ``file`` + absolute path locally, ``s3://bucket`` + key on
-    object stores (the OpenLineage naming convention)."""
+    """OpenLineage (namespace, name) of a path, by the OpenLineage naming spec: ``file`` + absolute path
+    locally, ``s3://bucket`` / ``gs://bucket`` + key, and for Azure
+    ``abfss://container@account.dfs.core.windows.net`` + path."""
     if is_local(path):
         return "file", path_url(path)
+    if store_for_protocol(path.protocol) is AZURE:
+        from voucherify_provider.landing.credentials import azure_settings
+
+        account = azure_settings(path.fs)["account_name"]
+        if account:
+            return f"abfss://{path.bucket}@{account}.dfs.core.windows.net", str(path.key)
     return str(path.namespace), str(path.key)
 
 

@@ -8,21 +8,26 @@ target's write when it is a native pyarrow stream. Targets, fastest first:
 - a local path: pyarrow's native file (``pa.OSFile``);
 - S3 without a custom signer or proxy: pyarrow's native ``S3FileSystem`` with the connection's
   credentials (its multipart upload runs on pyarrow's own threads);
-- anything else (gs://, abfs://, S3 with a signer...): the fsspec file of the ObjectStoragePath.
+- Azure with an account key: pyarrow's native ``AzureFileSystem``;
+- anything else (gs://, Azure through a SAS token or an identity, S3 with a signer...): the fsspec file of
+  the ObjectStoragePath. (pyarrow's GCS client takes only a static access token, which expires within the
+  hour a long landing may need; gcsfs refreshes it.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 from airflow.sdk import ObjectStoragePath
 
+from voucherify_provider.landing.credentials import azure_settings, s3_settings
 from voucherify_provider.landing.paths import is_local
+from voucherify_provider.landing.stores import AZURE, GCS, S3, store_for_protocol
 
 log = logging.getLogger(__name__)
 FLUSH_BYTES = 8 << 20
@@ -121,9 +126,25 @@ def native_location(path: ObjectStoragePath) -> tuple[Any, str] | None:
 
     if is_local(path):
         return pafs.LocalFileSystem(), "/" + str(path.path).lstrip("/")
-    if path.protocol in ("s3", "s3a") and (filesystem := native_s3(path.fs)) is not None:
+    if path.protocol in S3.schemes and (filesystem := _cached_native(path.fs, _build_native_s3)) is not None:
+        return filesystem, f"{path.bucket}/{path.key}"
+    if path.protocol in AZURE.schemes and (filesystem := _cached_native(path.fs, _build_native_azure)) is not None:
         return filesystem, f"{path.bucket}/{path.key}"
     return None
+
+
+def create_exclusively(path: ObjectStoragePath, data: bytes) -> None:
+    """Write a small file only if none is there (the commit lock), atomically on every store: ``O_EXCL``
+    locally, ``If-None-Match: *`` on S3 and Azure, ``ifGenerationMatch=0`` on GCS (gcsfs's ``xb`` mode
+    would overwrite). Raises FileExistsError when the file exists."""
+    store = store_for_protocol(path.protocol)
+    if store is GCS:
+        path.fs.pipe_file(path.path, data, mode="create")
+    elif store is AZURE:
+        path.fs.pipe_file(path.path, data, overwrite=False)
+    else:
+        with open_untracked(path, "xb") as handle:
+            handle.write(data)
 
 
 def _native_output(path: ObjectStoragePath) -> Any | None:
@@ -137,15 +158,40 @@ def _native_output(path: ObjectStoragePath) -> Any | None:
 def native_s3(fs: Any) -> Any | None:
     """pyarrow's S3 filesystem with the credentials, region and endpoint of an s3fs filesystem, or None when
     that filesystem has settings pyarrow cannot carry (a custom signer, a proxy, anonymous access)."""
-    cached = getattr(fs, "_voucherify_native_s3", False)
+    return _cached_native(fs, _build_native_s3)
+
+
+def _cached_native(fs: Any, build: Callable[[Any], Any | None]) -> Any | None:
+    cached = getattr(fs, "_voucherify_native", False)
     if cached is not False:
         return cached
-    native = _build_native_s3(fs)
+    native = build(fs)
     try:
-        fs._voucherify_native_s3 = native  # one per filesystem (fsspec caches filesystem instances)
+        fs._voucherify_native = native  # one per filesystem (fsspec caches filesystem instances)
     except AttributeError:
         pass
     return native
+
+
+def _build_native_azure(fs: Any) -> Any | None:
+    """pyarrow's Azure filesystem for an adlfs filesystem with an account key; None otherwise."""
+    from urllib.parse import urlsplit
+
+    from pyarrow import fs as pafs
+
+    settings = azure_settings(fs)
+    if not (settings["account_name"] and settings["account_key"] and settings["endpoint"]):
+        return None
+    endpoint = urlsplit(str(settings["endpoint"]))
+    if endpoint.path.strip("/"):  # path-style (an emulator): pyarrow addresses the account by host only
+        options = {"blob_storage_authority": endpoint.netloc, "dfs_storage_authority": endpoint.netloc}
+    elif endpoint.netloc != f"{settings['account_name']}.blob.core.windows.net":
+        options = {"blob_storage_authority": endpoint.netloc}
+    else:
+        options = {}
+    return pafs.AzureFileSystem(account_name=str(settings["account_name"]), account_key=str(settings["account_key"]),
+                                blob_storage_scheme=endpoint.scheme or "https",
+                                dfs_storage_scheme=endpoint.scheme or "https", **options)
 
 
 def _build_native_s3(fs: Any) -> Any | None:
@@ -160,36 +206,3 @@ def _build_native_s3(fs: Any) -> Any | None:
         scheme, _, host = str(settings["endpoint"]).partition("://")
         options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
     return pafs.S3FileSystem(**options)
-
-
-def s3_settings(fs: Any) -> dict[str, Any] | None:
-    """Credentials (frozen), region and endpoint of an s3fs filesystem, for native clients (pyarrow,
-    delta-rs); None when it has settings they cannot carry (a custom signer, a proxy, anonymous access)."""
-    config = dict(getattr(fs, "config_kwargs", None) or {})
-    if getattr(fs, "anon", False) or "signature_version" in config or "proxies" in config:
-        return None
-    session = getattr(fs, "session", None)
-    try:
-        if session is not None and hasattr(session, "get_credentials"):
-            credentials = session.get_credentials()
-            if asyncio.iscoroutine(credentials):
-                credentials = asyncio.run(credentials)
-            if credentials is None:
-                return None
-            frozen = credentials.get_frozen_credentials()
-            if asyncio.iscoroutine(frozen):
-                frozen = asyncio.run(frozen)
-            key, secret, token = frozen.access_key, frozen.secret_key, frozen.token
-            region = session.get_config_variable("region")
-        else:
-            key, secret, token, region = fs.key, fs.secret, fs.token, None
-    except Exception:  # any doubt about the credentials: let fsspec (which resolved them) do the work
-        log.debug("native S3 settings unavailable", exc_info=True)
-        return None
-    if not key or not secret:
-        return None
-    client_kwargs = getattr(fs, "client_kwargs", None) or {}
-    return {"key": key, "secret": secret, "token": token,
-            "region": client_kwargs.get("region_name") or region or "us-east-1",
-            "endpoint": getattr(fs, "endpoint_url", None) or client_kwargs.get("endpoint_url")}
-

@@ -7,7 +7,7 @@ Protocol, for local disks and object stores alike:
    partial run: pyarrow.dataset and Spark skip hidden names, and a ``*.parquet`` / ``**/*.parquet`` glob
    (DuckDB's matches hidden names) does not match ``.staged``;
 2. the commit happens under the partition's commit lock (``_commit.lock``, created exclusively: ``xb``,
-   a conditional put on S3): staged files are renamed into place, ``_manifest.json`` is written last and
+   a conditional put on object stores): staged files are renamed into place, ``_manifest.json`` is written last and
    lists them with rows, bytes and sha256, and every visible file the manifest does not list is removed.
    Commits of the same window never interleave, so when two runs land it at once the last committed
    manifest wins whole and nothing of the other run stays visible;
@@ -31,7 +31,13 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.landing.encoder import BackgroundEncoder
-from voucherify_provider.landing.sink import HashedOutput, forget_listing, open_untracked, remove_file
+from voucherify_provider.landing.sink import (
+    HashedOutput,
+    create_exclusively,
+    forget_listing,
+    open_untracked,
+    remove_file,
+)
 
 MANIFEST = "_manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -248,7 +254,7 @@ def _mtime(path: ObjectStoragePath, default: float) -> float:
 class CommitLock:
     """An exclusive lock file in the partition, so commits of the same window never interleave.
 
-    Created with mode ``xb`` (O_EXCL on local disks, a conditional put on S3). A lock left by an earlier
+    Created exclusively (:func:`~voucherify_provider.landing.sink.create_exclusively`). A lock left by an earlier
     try of the same task (same ``owner``), or older than ``STALE_LOCK_SECONDS``, was left by a killed
     process and is broken.
     """
@@ -263,8 +269,7 @@ class CommitLock:
         deadline, waited = self._monotonic() + self.timeout, False
         while True:
             try:
-                with open_untracked(self.path, "xb") as handle:
-                    handle.write(json.dumps({"token": self.token, "at": time.time()}).encode())
+                create_exclusively(self.path, json.dumps({"token": self.token, "at": time.time()}).encode())
                 return self
             except FileExistsError:
                 holder = self._holder()
@@ -287,7 +292,8 @@ class CommitLock:
         try:
             with open_untracked(self.path, "rb") as handle:
                 return dict(json.loads(handle.read()))
-        except (OSError, ValueError):
+        except Exception:
+            # SDK calls its vanishing (Azure's ResourceNotFoundError is no OSError); the create is retried.
             return None
 
     def __exit__(self, *exc: object) -> None:

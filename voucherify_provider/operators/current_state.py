@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from voucherify_provider import catalog
+from voucherify_provider.arguments import is_templated
 from voucherify_provider.errors import VoucherifyConfigError
-from voucherify_provider.landing.destination import destination_path, staging_owner
+from voucherify_provider.landing.destination import check_destination, destination_path, staging_owner
 from voucherify_provider.outcomes import config_errors_fail_task, fail_task
 from voucherify_provider.utc import as_utc
 from voucherify_provider.window import Window
@@ -27,6 +28,8 @@ class _CurrentStateOperator(BaseOperator):
 
     def __init__(self, *, exported_object: str, destination: str, destination_conn_id: str | None = None,
                  **kwargs: Any) -> None:
+        if not is_templated(destination):
+            check_destination(destination)  # an unsupported store fails at parse time
         super().__init__(**kwargs)
         self.exported_object = exported_object
         self.destination = destination

@@ -13,7 +13,13 @@ from voucherify_provider import DEFAULT_CONN_ID, catalog
 from voucherify_provider.arguments import is_templated
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError, VoucherifySecurityError
 from voucherify_provider.exports import ExportDescription, ExportStatus
-from voucherify_provider.landing.destination import asset_for, destination_path, lineage_dataset_name, staging_owner
+from voucherify_provider.landing.destination import (
+    asset_for,
+    check_destination,
+    destination_path,
+    lineage_dataset_name,
+    staging_owner,
+)
 from voucherify_provider.landing.paths import path_url
 from voucherify_provider.lineage import landing_lineage, no_lineage
 from voucherify_provider.outcomes import airflow_exception, config_errors_fail_task, fail_task
@@ -42,7 +48,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     the manifest, with ``partition``: where it landed.
 
     :param export_id: the DONE export (templated; usually the create task's XCom).
-    :param destination: base path or URL (local, ``file://``, ``s3://``, any ObjectStoragePath scheme).
+    :param destination: base path or URL: local, ``file://``, ``s3://``, ``gs://``, ``abfs://`` (``abfss://``,
+        ``az://``); other schemes are refused (the commit needs an exclusive create).
     :param destination_conn_id: connection for the destination's filesystem.
     :param exported_object: expected object (checked against the export); read from the export if None.
     :param window_start: window start naming the partition; default ``data_interval_start``.
@@ -86,6 +93,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     ) -> None:
         if on_bad_value not in ON_BAD_VALUE:
             raise VoucherifyConfigError(f"on_bad_value must be 'fail' or 'reject', got {on_bad_value!r}.")
+        if not is_templated(destination):
+            check_destination(destination)  # an unsupported store fails at parse time
         if exported_object and not is_templated(exported_object):
             catalog.get_object(exported_object)
             if "outlets" not in kwargs and not is_templated(destination):
