@@ -76,11 +76,13 @@ class GcsServer:
         self.front.stop(grace=5)
         self.backend.stop(grace=5)
 
+    # --8<-- [start:gcs_connection]
     def connection(self) -> str:
         """``AIRFLOW_CONN_...`` JSON of a ``google_cloud_platform`` connection to this endpoint (anonymous,
         as the emulator takes no credentials)."""
         return json.dumps({"conn_type": "google_cloud_platform",
                            "extra": {"project": "test-project", "is_anonymous": True, "gcs.endpoint": self.endpoint}})
+    # --8<-- [end:gcs_connection]
 
     def filesystem(self) -> Any:
         """A gcsfs filesystem on this endpoint (no listing cache: tests read what was just written)."""
@@ -125,9 +127,11 @@ class AzuriteServer:
     def __exit__(self, *exc: object) -> None:
         self.process.stop(grace=5)
 
+    # --8<-- [start:azure_connection]
     def connection(self) -> str:
         """``AIRFLOW_CONN_...`` JSON of an ``adls`` connection (a connection string, as for a real account)."""
         return json.dumps({"conn_type": "adls", "extra": {"connection_string": self.connection_string}})
+    # --8<-- [end:azure_connection]
 
     def filesystem(self) -> Any:
         """An adlfs filesystem on the emulator."""

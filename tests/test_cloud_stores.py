@@ -243,6 +243,7 @@ def test_change_windows_merge_into_a_current_state_table(emu, hook, store):
 @pytest.fixture
 def cloud_example_dags(airflow_db, emu, store, tmp_path, monkeypatch):
     prefix = f"dags-{tmp_path.name}"
+    monkeypatch.setenv("VOUCHERIFY_POLL_INTERVAL", "0.5")
     for module, _ in load_example_dags(tmp_path, monkeypatch, destination=store.url(prefix),
                                        destination_conn_id=store.conn_id):
         yield module, prefix

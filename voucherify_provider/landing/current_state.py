@@ -202,7 +202,7 @@ def vacuum(table: ObjectStoragePath, retention_hours: int, owner: str) -> int:
 
 def current_state_dataset(table: ObjectStoragePath | str) -> Any:
     """The table's current version as a ``pyarrow.dataset.Dataset`` in the landing's types, with the
-    ``_created_month`` partition column (filter on it to read only some months). For local and S3 tables."""
+    ``_created_month`` partition column (filter on it to read only some months). On every supported store."""
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
