@@ -11,6 +11,9 @@ import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import urlsplit
+
+from airflow.sdk.log import mask_secret
 
 from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing.paths import is_local, path_url
@@ -54,22 +57,36 @@ def s3_settings(fs: Any) -> dict[str, Any] | None:
 
 def azure_settings(fs: Any) -> dict[str, Any]:
     """Account, key or SAS token, service principal and blob endpoint of an adlfs filesystem (a connection
-    string is taken apart: it carries them all)."""
+    string is taken apart as the Azure SDK does: keys case-insensitive, the endpoint from ``BlobEndpoint``
+    or from protocol, account and ``EndpointSuffix``). Secret values are registered with the masker."""
     settings: dict[str, Any] = {
         "account_name": getattr(fs, "account_name", None), "account_key": getattr(fs, "account_key", None),
         "sas_token": getattr(fs, "sas_token", None), "tenant_id": getattr(fs, "tenant_id", None),
         "client_id": getattr(fs, "client_id", None), "client_secret": getattr(fs, "client_secret", None),
         "endpoint": getattr(fs, "account_url", None)}
+    suffix, protocol = "core.windows.net", "https"
     if getattr(fs, "connection_string", None):
-        parts = dict(p.split("=", 1) for p in str(fs.connection_string).split(";") if "=" in p)
-        settings.update(account_name=parts.get("AccountName") or settings["account_name"],
-                        account_key=parts.get("AccountKey") or settings["account_key"],
-                        sas_token=parts.get("SharedAccessSignature") or settings["sas_token"],
-                        endpoint=parts.get("BlobEndpoint") or settings["endpoint"])
+        parts = {k.strip().upper(): v.strip() for k, _, v in
+                 (p.partition("=") for p in str(fs.connection_string).split(";")) if v}
+        blob_endpoint = parts.get("BLOBENDPOINT")
+        host_account = urlsplit(blob_endpoint).netloc.split(".", 1)[0] if blob_endpoint else None
+        settings.update(account_name=parts.get("ACCOUNTNAME") or settings["account_name"] or host_account,
+                        account_key=parts.get("ACCOUNTKEY") or settings["account_key"],
+                        sas_token=parts.get("SHAREDACCESSSIGNATURE") or settings["sas_token"],
+                        endpoint=blob_endpoint or settings["endpoint"])
+        suffix = parts.get("ENDPOINTSUFFIX", suffix)
+        protocol = parts.get("DEFAULTENDPOINTSPROTOCOL", protocol)
     if not settings["endpoint"] and settings["account_name"]:
-        host = getattr(fs, "account_host", None) or f"{settings['account_name']}.blob.core.windows.net"
-        settings["endpoint"] = f"https://{host}"
+        host = getattr(fs, "account_host", None) or f"{settings['account_name']}.blob.{suffix}"
+        settings["endpoint"] = f"{protocol}://{host}"
+    for secret in ("account_key", "sas_token", "client_secret"):
+        if settings[secret]:
+            mask_secret(str(settings[secret]))
     return settings
+
+
+# Connection fields that give gcsfs an identity delta-rs cannot be handed: it would run as another one.
+GCS_IDENTITY_FIELDS = ("impersonation_chain", "key_secret_name", "credential_config_file")
 
 
 def gcs_settings(path: Any) -> dict[str, Any]:
@@ -84,6 +101,7 @@ def gcs_settings(path: Any) -> dict[str, Any]:
     token = getattr(getattr(fs, "credentials", None), "token", None)
     anonymous = token == "anon" or type(getattr(fs.credentials, "credentials", None)).__name__ == "AnonymousCredentials"
     key: dict[str, Any] | None = None
+    identity: list[str] = []
     conn_id = getattr(path, "conn_id", None)
     if conn_id:
         from airflow.sdk import BaseHook
@@ -94,13 +112,17 @@ def gcs_settings(path: Any) -> dict[str, Any]:
             return extras.get(name) or extras.get(f"extra__google_cloud_platform__{name}")
 
         anonymous = anonymous or bool(field("is_anonymous"))
+        identity = [name for name in GCS_IDENTITY_FIELDS if field(name)]
         if field("keyfile_dict"):
             raw = field("keyfile_dict")
             key = dict(json.loads(raw) if isinstance(raw, str) else raw)
         elif field("key_path"):
             with open(str(field("key_path")), encoding="utf-8") as handle:
                 key = dict(json.load(handle))
-    return {"endpoint": endpoint, "anonymous": anonymous, "key": key}
+    if key and isinstance(key.get("private_key"), str):
+        key["private_key"] = key["private_key"].replace("\\n", "\n")  # as Airflow's credentials provider does
+        mask_secret(key["private_key"])
+    return {"endpoint": endpoint, "anonymous": anonymous, "key": key, "identity_fields": identity}
 
 
 def delta_location(table: Any) -> tuple[str, dict[str, str]]:
@@ -140,7 +162,16 @@ def _s3_delta_options(fs: Any) -> dict[str, str]:
 def _gcs_delta_options(table: Any) -> dict[str, str]:
     settings = gcs_settings(table)
     key, endpoint = settings["key"], settings["endpoint"]
+    if settings["identity_fields"]:
+        raise VoucherifyConfigError(
+            f"The destination's google_cloud_platform connection sets {', '.join(settings['identity_fields'])}, "
+            "which the current-state table's Delta client (delta-rs) cannot use: it would act as another identity. "
+            "Give the connection keyfile_dict or key_path, or none to use the worker's own service account.")
     if endpoint:  # delta-rs (object_store) takes a custom endpoint only inside a service-account key
+        if not key and not settings["anonymous"]:
+            raise VoucherifyConfigError(
+                f"The destination's GCS endpoint {endpoint} reaches delta-rs only inside a service-account key: "
+                "give the connection keyfile_dict or key_path (or is_anonymous for an emulator).")
         key = {"client_email": "", "private_key": "", "private_key_id": "", **(key or {}), "gcs_base_url": endpoint}
         if settings["anonymous"]:
             key["disable_oauth"] = True
@@ -157,8 +188,8 @@ def _gcs_delta_options(table: Any) -> dict[str, str]:
 def _azure_delta_options(fs: Any) -> dict[str, str]:
     settings = azure_settings(fs)
     if not settings["account_name"]:
-        raise VoucherifyConfigError("The destination's Azure connection names no storage account: set the "
-                                    "connection's host or login (account name), or a connection string.")
+        raise VoucherifyConfigError("The destination's Azure connection names no storage account: set its "
+                                    "account_name extra, or a connection_string extra.")
     options = {"azure_storage_account_name": str(settings["account_name"])}
     if settings["account_key"]:
         options["azure_storage_account_key"] = str(settings["account_key"])

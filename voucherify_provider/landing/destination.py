@@ -14,7 +14,14 @@ from airflow.sdk import Asset, ObjectStoragePath
 
 from voucherify_provider.errors import VoucherifyConfigError, explain_missing_connection
 from voucherify_provider.landing.paths import is_local, is_local_url, path_url
-from voucherify_provider.landing.stores import AZURE, canonical_url, store_for_protocol, store_of, supported_schemes
+from voucherify_provider.landing.stores import (
+    AZURE,
+    canonical_url,
+    shown_url,
+    store_for_protocol,
+    store_of,
+    supported_schemes,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -53,10 +60,13 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
     if not conn_id and is_local_url(str(destination)):
         _attach_local_filesystem()
     try:
-        return ObjectStoragePath(str(destination), conn_id=conn_id)
+        path = ObjectStoragePath(str(destination), conn_id=conn_id)
+        path.fs  # noqa: B018 - builds the filesystem: a connection it cannot use fails here, named
+        return path
     except ValueError as err:
         raise VoucherifyConfigError(
-            f"destination {str(destination)!r}: {err}. {store.name} needs {store.install} on the worker.") from None
+            f"destination {shown_url(str(destination))!r}: {err}. {store.name} needs {store.install} on the worker, "
+            "and a connection it can use (docs: Landing on S3, GCS and Azure).") from None
 
 
 def _attach_local_filesystem() -> None:
@@ -85,13 +95,14 @@ def lineage_dataset_name(path: ObjectStoragePath) -> tuple[str, str]:
     ``abfss://container@account.dfs.core.windows.net`` + path."""
     if is_local(path):
         return "file", path_url(path)
-    if store_for_protocol(path.protocol) is AZURE:
+    store = store_for_protocol(path.protocol)
+    if store is AZURE:
         from voucherify_provider.landing.credentials import azure_settings
 
         account = azure_settings(path.fs)["account_name"]
         if account:
             return f"abfss://{path.bucket}@{account}.dfs.core.windows.net", str(path.key)
-    return str(path.namespace), str(path.key)
+    return f"{store.schemes[0]}://{path.bucket}", str(path.key)  # gcs:// → gs://, s3a:// → s3://
 
 
 def staging_owner(context: Context) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 from airflow.sdk import ObjectStoragePath
 
+from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing.credentials import azure_settings, s3_settings
 from voucherify_provider.landing.paths import is_local
 from voucherify_provider.landing.stores import AZURE, GCS, S3, store_for_protocol
@@ -135,10 +136,11 @@ def native_location(path: ObjectStoragePath) -> tuple[Any, str] | None:
 
 def create_exclusively(path: ObjectStoragePath, data: bytes) -> None:
     """Write a small file only if none is there (the commit lock), atomically on every store: ``O_EXCL``
-    locally, ``If-None-Match: *`` on S3 and Azure, ``ifGenerationMatch=0`` on GCS (gcsfs's ``xb`` mode
-    would overwrite). Raises FileExistsError when the file exists."""
+    locally, ``If-None-Match: *`` on S3 and Azure, ``ifGenerationMatch=0`` on GCS. Raises FileExistsError
+    when the file exists."""
     store = store_for_protocol(path.protocol)
     if store is GCS:
+        _refuse_zonal_bucket(path)
         path.fs.pipe_file(path.path, data, mode="create")
     elif store is AZURE:
         path.fs.pipe_file(path.path, data, overwrite=False)
@@ -153,6 +155,19 @@ def _native_output(path: ObjectStoragePath) -> Any | None:
         return pa.OSFile(str(path.path), mode="wb")
     native = native_location(path)
     return native[0].open_output_stream(native[1]) if native is not None else None
+
+
+def _refuse_zonal_bucket(path: ObjectStoragePath) -> None:
+    """gcsfs writes to zonal (Rapid) buckets over gRPC, where its create mode overwrites: no exclusive
+    create, so no safe commit."""
+    lookup = getattr(path.fs, "_sync_lookup_bucket_type", None)
+    if lookup is None:
+        return
+    bucket_type = lookup(path.bucket)
+    if "ZONAL" in str(getattr(bucket_type, "value", bucket_type)).upper():
+        raise VoucherifyConfigError(
+            f"gs://{path.bucket} is a zonal bucket, where gcsfs cannot create a file exclusively (its uploads "
+            "overwrite), so a commit could not be made safe. Land to a regional or multi-region bucket.")
 
 
 def native_s3(fs: Any) -> Any | None:
@@ -185,8 +200,9 @@ def _build_native_azure(fs: Any) -> Any | None:
     endpoint = urlsplit(str(settings["endpoint"]))
     if endpoint.path.strip("/"):  # path-style (an emulator): pyarrow addresses the account by host only
         options = {"blob_storage_authority": endpoint.netloc, "dfs_storage_authority": endpoint.netloc}
-    elif endpoint.netloc != f"{settings['account_name']}.blob.core.windows.net":
-        options = {"blob_storage_authority": endpoint.netloc}
+    elif endpoint.netloc != f"{settings['account_name']}.blob.core.windows.net":  # sovereign cloud, private link
+        options = {"blob_storage_authority": endpoint.netloc,
+                   "dfs_storage_authority": endpoint.netloc.replace(".blob.", ".dfs.", 1)}
     else:
         options = {}
     return pafs.AzureFileSystem(account_name=str(settings["account_name"]), account_key=str(settings["account_key"]),

@@ -45,7 +45,18 @@ def store_of(destination: str) -> Store:
     """The store a destination (a local path or a URL) names; a scheme the landing cannot commit on safely
     is a :class:`VoucherifyConfigError` naming the ones it can."""
     text = str(destination)
-    return store_for_protocol(text.split("://", 1)[0] if "://" in text else "", shown=text)
+    return store_for_protocol(text.split("://", 1)[0] if "://" in text else "", shown=shown_url(text))
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for an error message: without a query string or user part (a pasted SAS URL carries its
+    signature there)."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return str(url)
+    rest = rest.split("?", 1)[0]
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rsplit('@', 1)[-1]}{slash}{path}"
 
 
 def store_for_protocol(protocol: str, shown: str | None = None) -> Store:
@@ -60,9 +71,18 @@ def store_for_protocol(protocol: str, shown: str | None = None) -> Store:
 
 
 def canonical_url(destination: str) -> str:
-    """The URL as Airflow's filesystem registry knows it (``az://`` → ``abfs://``, same adlfs store), after
-    checking the scheme is supported."""
-    store_of(destination)
+    """The URL as Airflow's filesystem registry knows it, after checking the scheme is supported:
+    ``az://c/p`` → ``abfs://c/p`` (the same adlfs store), and Spark's and OpenLineage's
+    ``abfss://c@account.dfs.core.windows.net/p`` → ``abfss://c/p`` (Airflow would read ``c`` as a
+    connection id; the account comes from the connection)."""
+    store = store_of(destination)
     scheme, sep, rest = str(destination).partition("://")
-    alias = SCHEME_ALIASES.get(scheme.lower()) if sep else None
-    return f"{alias}://{rest}" if alias else str(destination)
+    if not sep:
+        return str(destination)
+    scheme = SCHEME_ALIASES.get(scheme.lower(), scheme.lower())
+    if store is AZURE:
+        host, slash, path = rest.partition("/")
+        container, at, account_host = host.partition("@")
+        if at and account_host.lower().endswith((".dfs.core.windows.net", ".blob.core.windows.net")):
+            rest = f"{container}{slash}{path}"
+    return f"{scheme}://{rest}"

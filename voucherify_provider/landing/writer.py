@@ -292,9 +292,13 @@ class CommitLock:
         try:
             with open_untracked(self.path, "rb") as handle:
                 return dict(json.loads(handle.read()))
-        except Exception:
-            # SDK calls its vanishing (Azure's ResourceNotFoundError is no OSError); the create is retried.
+        except (OSError, ValueError):
             return None
+        except Exception as err:
+            # A lock released while we read it: Azure's SDK says so with its own error (not an OSError).
+            if type(err).__name__ == "ResourceNotFoundError":
+                return None
+            raise
 
     def __exit__(self, *exc: object) -> None:
         holder = self._holder()
