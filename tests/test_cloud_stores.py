@@ -274,3 +274,61 @@ def test_example_dags_land_to_the_store_under_dag_test(cloud_example_dags, emu, 
     uri, options = delta_location(ObjectStoragePath(store.url(f"{prefix}/current/customer"), conn_id=store.conn_id))
     table = DeltaTable(uri, storage_options=options).to_pyarrow_table()
     assert sorted(table.column("id").to_pylist()) == sorted(truth["ids"])
+
+
+KILLED_WRITER = """
+import json, os, sys, time
+import pyarrow as pa
+from airflow.sdk import ObjectStoragePath
+from voucherify_provider.landing.writer import PartitionWriter
+
+partition = ObjectStoragePath(sys.argv[1], conn_id=sys.argv[2])
+schema = pa.schema([("id", pa.string())])
+writer = PartitionWriter(partition, schema, metadata={}, owner="killedtry01")
+part = writer.part("part-00000.parquet")
+part.write(pa.record_batch([pa.array(["killed-1", "killed-2"])], schema=schema))
+writer.add(part.close())
+print("STAGED", flush=True)
+time.sleep(300)  # killed here, before the commit
+"""
+
+
+def test_a_killed_landing_leaves_nothing_visible_and_its_retry_sweeps_it(emu, hook, store, tmp_path):
+    """A landing process SIGKILLed with its file staged: readers still see exactly the previous run, and a
+    retry of the same task instance (same owner) removes the staged file and commits whole."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
+
+    from harness.paths import REPO_ROOT
+    from voucherify_provider.landing.writer import PartitionWriter
+
+    before = land(store, create_export(hook), "killed")
+    folder = f"killed/redemption/{PARTITION}"
+    script = tmp_path / "killed_writer.py"
+    script.write_text(KILLED_WRITER)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen([sys.executable, str(script), store.url(folder), store.conn_id], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "STAGED"
+    finally:
+        child.kill()
+        child.wait(30)
+    names = store.names(folder)
+    staged = [n for n in names if n.startswith(".tmp-killedtry01-")]
+    assert len(staged) == 1  # hidden: not *.parquet, so no reader's glob matches it
+    assert [n for n in names if not n.startswith(".tmp-")] == sorted(
+        ["_manifest.json", *[f["path"] for f in before["files"]]])
+
+    schema = pa.schema([("id", pa.string())])
+    retry = PartitionWriter(ObjectStoragePath(store.url(folder), conn_id=store.conn_id), schema, metadata={},
+                            owner="killedtry01")
+    assert retry.sweep_staged() == 1
+    part = retry.part("part-00000.parquet")
+    part.write(pa.record_batch([pa.array(["retried"])], schema=schema))
+    retry.add(part.close())
+    manifest = retry.commit({"export_id": "retry"})
+    assert store.names(folder) == ["_manifest.json", "part-00000.parquet"] and manifest["rows"] == 1
