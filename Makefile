@@ -41,7 +41,7 @@ $(CLUSTER_STAMP): | $(PY)
 	   redis-server >/dev/null) || echo "warning: could not install postgresql/redis-server with apt-get"
 	touch $@
 
-# Locally the suites marked `long` (chaos and week backfills, fresh-virtualenv installs, the UI/REST trigger stack,
+# Locally the suites marked `long` (chaos and week backfills, crash recovery, fresh-virtualenv installs, the UI/REST trigger stack,
 # the Celery cluster, the API-economy benchmark smoke) are left out to keep `make test` under 15 min from a plain clone;
 # CI runs everything: .ci/run calls `make test PYTEST_ARGS=`.
 PYTEST_ARGS ?= -m "not long"

@@ -17,7 +17,7 @@ from harness.paths import EXAMPLE_DAGS, VENV_BIN
 from harness.stack import AirflowStack, EmulatorProcess, ManagedProcess, wait_until
 from tests.support.warehouse_checks import assert_matches_ground_truth
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.long, pytest.mark.timeout(900)]
 
 DAY, NEXT = "2024-01-02", "2024-01-03"
 
