@@ -170,13 +170,9 @@ def _refuse_zonal_bucket(path: ObjectStoragePath) -> None:
             "overwrite), so a commit could not be made safe. Land to a regional or multi-region bucket.")
 
 
-def native_s3(fs: Any) -> Any | None:
-    """pyarrow's S3 filesystem with the credentials, region and endpoint of an s3fs filesystem, or None when
-    that filesystem has settings pyarrow cannot carry (a custom signer, a proxy, anonymous access)."""
-    return _cached_native(fs, _build_native_s3)
-
-
 def _cached_native(fs: Any, build: Callable[[Any], Any | None]) -> Any | None:
+    """pyarrow's native filesystem for an fsspec one, built once per filesystem; None when the fsspec
+    filesystem has settings pyarrow cannot carry (an S3 signer or proxy, Azure without an account key)."""
     cached = getattr(fs, "_voucherify_native", False)
     if cached is not False:
         return cached
