@@ -16,6 +16,7 @@ from voucherify_provider.errors import VoucherifyConfigError, explain_missing_co
 from voucherify_provider.landing.paths import is_local, is_local_url, path_url
 from voucherify_provider.landing.stores import (
     AZURE,
+    Store,
     canonical_url,
     shown_url,
     store_for_protocol,
@@ -27,11 +28,12 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def check_destination(destination: str) -> None:
-    """Fail at parse time for an empty destination or a store the landing cannot commit on safely."""
+def check_destination(destination: str) -> Store:
+    """The destination's store; fails (at parse time where called there) for an empty destination or a
+    store the landing cannot commit on safely."""
     if not str(destination).strip():
         raise VoucherifyConfigError(f"destination is empty; give {supported_schemes()}.")
-    store_of(destination)
+    return store_of(destination)
 
 
 def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) -> ObjectStoragePath:
@@ -43,9 +45,8 @@ def destination_path(destination: str | ObjectStoragePath, conn_id: str | None) 
     if isinstance(destination, ObjectStoragePath):
         store_for_protocol(destination.protocol, shown=str(destination))
         return destination
-    check_destination(destination)
+    store = check_destination(destination)
     destination = canonical_url(destination)
-    store = store_of(destination)
     if store is AZURE:
         # The Azure SDK logs every request and its headers at INFO: thousands of lines per landing.
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
