@@ -45,6 +45,7 @@ def test_chaos_backfill_lands_every_window_exactly(tmp_path):
         assert Counter(s[2] for s in states) == Counter({"success": len(OBJECTS) * len(DAYS)}), states
         seen = emulator.admin("GET", "requests")
         secrets = emulator.admin("GET", "secrets")
+        exports = emulator.exports()
         rows = sum(assert_matches_ground_truth(emulator, warehouse, obj, DAYS, "2024-01-04") for obj in OBJECTS)
 
     injected = seen["faults_injected"]
@@ -54,10 +55,14 @@ def test_chaos_backfill_lands_every_window_exactly(tmp_path):
     assert any(e["route"] == "download_export" and e["status"] == 401 for e in seen["log"])
     assert rows > 0
     assert not [p for p in warehouse.rglob("*") if p.name.startswith((".tmp-", "_commit"))]
+    # Every export was deleted in Voucherify: the landed ones after their commit, the ERROR ones by the
+    # export task that gave up on them. The project's export list is as empty as before the backfill.
+    assert len(exports) >= len(states) + 4 and [e for e in exports if not e["deleted"]] == []
 
     roots = [home, warehouse]
     assert secrets_found(roots, [APP_TOKEN, *secrets["download_tokens"]]) == []
     report = {"faults_injected": injected, "windows": len(states), "rows_checked": rows,
               "download_tokens": len(secrets["download_tokens"]), "files_scanned": len(files_under(roots)),
+              "exports_created_and_deleted": len(exports),
               "requests": len(seen["log"])}
     print("\nchaos:", json.dumps(report))

@@ -87,7 +87,9 @@ def land(store: CloudStore, export_id: str, prefix: str, obj: str = "redemption"
          context: dict[str, Any] | None = None) -> dict[str, Any]:
     return dict(VoucherifyDownloadToWarehouseOperator(
         task_id="l", export_id=export_id, destination=store.url(prefix), destination_conn_id=store.conn_id,
-        exported_object=obj, voucherify_conn_id="voucherify_test").execute(dict(context or CTX)))
+        exported_object=obj, voucherify_conn_id="voucherify_test",
+        delete_export=False,  # these tests land one export again; tests/test_export_cleanup.py covers deletion
+    ).execute(dict(context or CTX)))
 
 
 def truth_ids(emu: Any) -> list[str]:

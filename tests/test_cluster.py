@@ -146,7 +146,8 @@ def roll_out_waits_in_workers(cluster: Cluster, days: list[str]) -> dict[str, An
         airflow.kill_worker(export.worker)
         runs = cluster.wait_until_idle([f"voucherify_{WINDOWED}"], [backfill], timeout=1200)
         result = {"runs": runs, "export": export, "export_final": export.final_try(airflow),
-                  "created": [e for e in emulator.exports() if e["id"] not in before]}
+                  "created": [e for e in emulator.exports() if e["id"] not in before],
+                  "remaining": emulator.remaining_exports()}
     emulator.admin("PATCH", "config", json={"in_progress_seconds": 2})
     return result
 
@@ -221,6 +222,10 @@ def test_celery_cluster_on_postgres_lands_exactly_through_faults_and_lost_worker
     assert state == "success" and try_number > export.try_number, rollout["export_final"]
     assert export.workers_of_try(home, try_number) not in ([], [export.worker])
     assert sorted(Counter(export_key(e)[1] for e in rollout["created"]).values()) == [1, 1], rollout["created"]
+
+    # Every export of both phases was deleted in Voucherify once landed, or once its task gave up on it
+    # (the ERROR export, the killed tries' exports their retries did not reuse): none is left there.
+    assert rollout["remaining"] == [], rollout["remaining"]
 
     # Nothing staged, no lock left anywhere in the bucket; task logs are in S3 as well.
     bucket_files = files_under([bucket])

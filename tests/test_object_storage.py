@@ -71,7 +71,8 @@ def test_a_broken_download_leaves_nothing_staged_on_s3(emu, hook, s3):
     def land() -> dict:
         return VoucherifyDownloadToWarehouseOperator(
             task_id="l", export_id=export_id, destination="s3://lake/broken", destination_conn_id="aws_lake",
-            exported_object="redemption", voucherify_conn_id="voucherify_test").execute(dict(CTX))
+            exported_object="redemption", voucherify_conn_id="voucherify_test",
+            delete_export=False).execute(dict(CTX))  # landed twice
 
     land()
     emu.admin("POST", "faults", json=[{"route": "download_export", "truncate": True, "count": 2}])

@@ -136,7 +136,7 @@ def test_two_runs_of_one_window_at_once_leave_the_last_manifest_whole(emu, hook,
     def run(export_id: str) -> None:
         try:
             start.wait()
-            land(tmp_path, export_id, exported_object="redemption").execute(context())
+            land(tmp_path, export_id, exported_object="redemption", delete_export=False).execute(context())
         except BaseException as err:
             errors.append(err)
 

@@ -77,6 +77,12 @@ class ExportedObject:
     # windows possible: records created or updated in a window (``incremental``).
     updated_field: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Fields holding personal data, each with the column policy the provider suggests for it
+    # (``PERSONAL_DATA``): identifiers people are matched on are hashed, so joins keep working; free text,
+    # addresses and birthdates are dropped.
+    personal: dict[str, str] = field(default_factory=dict)
+    # The field naming the customer a record belongs to (erasure requests name customers).
+    customer_field: str | None = None
 
     @property
     def windowable(self) -> bool:
@@ -97,6 +103,15 @@ class ExportedObject:
     def allowed_orders(self) -> tuple[str, ...]:
         """Every accepted ``order`` value, ascending and descending."""
         return tuple(v for base in self.order_values for v in (base, f"-{base}"))
+
+    def is_personal(self, key: str) -> bool:
+        """Whether a field holds personal data: listed as such, or a metadata property (free-form, so it may)."""
+        return key in self.personal or key == "metadata" or key.startswith(METADATA_PREFIX)
+
+    @property
+    def placing_fields(self) -> tuple[str, ...]:
+        """Fields the landing and the current-state table need as they are: the key and the time fields."""
+        return tuple(f for f in (self.key_field, self.created_field, self.updated_field) if f)
 
     def field_type(self, key: str) -> FieldType:
         """Type of a requested field; ``metadata.X`` values are strings (unknown schema)."""
@@ -192,13 +207,35 @@ class UnknownFieldError(CatalogError):
         self.field = key
 
 
+HASH, DROP = "hash", "drop"
+# Personal data per object, and the suggested policy (see ``ExportedObject.personal``). Customers'
+# ``source_id`` is often their email, and other objects carry it as ``customer_source_id``: hashed alike,
+# they still join. ``metadata`` is free-form and may hold anything; it is not in the list (it usually
+# holds business data), but its values are never quoted in messages.
+PERSONAL_DATA: dict[str, dict[str, str]] = {
+    "customer": {"name": HASH, "email": HASH, "phone": HASH, "source_id": HASH, "description": DROP,
+                 "address_line_1": DROP, "address_line_2": DROP, "address_postal_code": DROP,
+                 "birthday": DROP, "birthdate": DROP},
+    "redemption": {"customer_name": HASH, "customer_source_id": HASH},
+    "publication": {"customer_source_id": HASH},
+    "voucher": {"customer_source_id": HASH, "additional_info": DROP},
+    "order": {},
+    "points_expiration": {},
+    "voucher_transactions": {},
+}
+
+
 def _obj(name: str, fields: dict[str, FieldType], defaults: tuple[str, ...], orders: tuple[str, ...],
          created: str | None, window: str | None, mutable: bool = False,
-         updated: str | None = None) -> ExportedObject:
+         updated: str | None = None, customer: str | None = None) -> ExportedObject:
     missing = [f for f in defaults if f not in fields]
     assert not missing, f"defaults of {name} not in its fields: {missing}"
     assert updated is None or fields.get(updated) == TS, f"{name}: {updated} must be a timestamp field"
-    return ExportedObject(name, fields, defaults, orders, created, window, mutable, updated)
+    personal = PERSONAL_DATA[name]
+    assert set(personal) <= set(fields), f"{name}: personal fields not in its fields: {set(personal) - set(fields)}"
+    assert customer is None or customer in fields, f"{name}: {customer} is not a field"
+    return ExportedObject(name, fields, defaults, orders, created, window, mutable, updated,
+                          personal=dict(personal), customer_field=customer)
 
 
 OBJECTS: dict[str, ExportedObject] = {
@@ -211,7 +248,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "total_amount": M, "customer_id": S, "referrer_id": S, "metadata": J},
             ("id", "source_id", "status"),
             ("created_at", "updated_at", "status"),
-            created="created_at", window="created_at", mutable=True, updated="updated_at",
+            created="created_at", window="created_at", mutable=True, updated="updated_at", customer="customer_id",
         ),
         _obj(
             "voucher",
@@ -226,7 +263,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "customer_source_id": S},
             ("code", "voucher_type", "value", "discount_type"),
             ("created_at", "updated_at", "code"),
-            created="created_at", window="created_at", mutable=True, updated="updated_at",
+            created="created_at", window="created_at", mutable=True, updated="updated_at", customer="customer_id",
         ),
         _obj(
             "publication",
@@ -235,7 +272,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "channel": S, "campaign": S, "is_winner": B, "metadata": J},
             ("code", "customer_id", "date", "channel"),
             ("id", "voucher_code", "tracking_id", "customer_id", "created_at", "channel"),
-            created="date", window="created_at",
+            created="date", window="created_at", customer="customer_id",
         ),
         _obj(
             "redemption",
@@ -245,7 +282,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "failure_code": S, "failure_message": S, "metadata": J},
             ("id", "object", "voucher_code", "customer_id", "date", "result"),
             ("id", "voucher_code", "tracking_id", "customer_id", "created_at"),
-            created="date", window="created_at",
+            created="date", window="created_at", customer="customer_id",
         ),
         _obj(
             "customer",
@@ -260,7 +297,7 @@ OBJECTS: dict[str, ExportedObject] = {
              "updated_at": TS, "phone": S, "birthday": D, "metadata": J, "birthdate": D},
             ("name", "source_id"),
             ("name", "id", "email", "source_id", "created_at", "updated_at"),
-            created="created_at", window="created_at", mutable=True, updated="updated_at",
+            created="created_at", window="created_at", mutable=True, updated="updated_at", customer="id",
         ),
         _obj(
             "points_expiration",

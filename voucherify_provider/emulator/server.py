@@ -58,6 +58,10 @@ class RunningEmulator:
         """Request counts per route, the request log and the faults injected so far."""
         return dict(self.admin("GET", "requests"))
 
+    def export_ledger(self) -> dict[str, Any]:
+        """Every export made since the last reset (deleted ones too): ``created``, ``deleted``, ``remaining``."""
+        return dict(self.admin("GET", "exports"))
+
     def ground_truth(self, obj: str, start: str | None = None, end: str | None = None,
                      ids: bool = False, placed_by: str = "created") -> dict[str, Any]:
         """Records of ``obj`` created (``placed_by="last_change"``: last changed) in [start, end), at the

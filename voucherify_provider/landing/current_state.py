@@ -47,6 +47,7 @@ from voucherify_provider.landing.delta_files import (
     newest_per_key,
     row_group_batches,
 )
+from voucherify_provider.landing.erasure import Erasure, personal_columns
 from voucherify_provider.landing.sink import (
     arrow_filesystem,
     forget_listing,
@@ -56,9 +57,11 @@ from voucherify_provider.landing.sink import (
 from voucherify_provider.landing.spill import CHUNK_ROWS, Spill
 from voucherify_provider.landing.typed_csv import timestamp_scalar
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
+from voucherify_provider.privacy import KEEP, REDACT, REMOVE
 
 log = logging.getLogger(__name__)
 CHANGE_AT, DELETED, DELETED_AT, EXPORT_ID = "_change_at", "_deleted", "_deleted_at", "_export_id"
+
 TIME = pa.timestamp("ms", tz="UTC")
 LOCK_TIMEOUT = 1800.0
 
@@ -133,9 +136,12 @@ def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBat
 
 
 def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: ObjectStoragePath, cutoff: datetime,
-                 owner: str) -> dict[str, int]:
+                 owner: str, deleted_records: str = KEEP) -> dict[str, int]:
     """Mark deleted every live record the full id list in ``snapshot`` (a landed partition) lacks, among
     those changed before ``cutoff`` (records changed later may be newer than the list).
+
+    ``deleted_records``: ``keep`` them whole (flagged), ``redact`` (flagged, their personal fields nulled:
+    :func:`~voucherify_provider.landing.erasure.personal_columns`) or ``remove`` them from the table.
 
     The list carries each id's ``created_at`` too, so it is compared partition by partition: memory holds
     one partition's ids (in chunks) and one file's keys, and only files with a newly deleted row are rewritten."""
@@ -159,8 +165,40 @@ def mark_deleted(table: ObjectStoragePath, obj: ExportedObject, snapshot: Object
                 for batch in _batches(files, needed):
                     spill.add(conform(batch, ids))
                 for partition in tx.partitions():
-                    _mark_partition(tx, partition, spill, stamp, counts)
+                    _mark_partition(tx, partition, spill, stamp, counts, deleted_records,
+                                    personal_columns(obj, tx.file_schema.names))
             tx.commit("mark deleted")
+        except BaseException:
+            tx.abort()
+            raise
+    _log_counts(table, counts)
+    return counts
+
+
+def erase(table: ObjectStoragePath, obj: ExportedObject, erasure: Erasure, owner: str) -> dict[str, int]:
+    """Remove (or redact) the rows whose ``erasure.match_field`` is a requested id, in one commit: every file
+    is read for that column only, and only files holding a match are rewritten. Vacuum afterwards to delete
+    the files older versions still reference."""
+    counts = {"num_target_rows_erased": 0, "num_target_files_scanned": 0, "num_target_files_removed": 0}
+    if not _exists(table):
+        return counts
+    with _locked(table, obj, owner) as delta:
+        tx = Transaction(table, delta, arrow_schema(delta), obj.key_field)
+        if erasure.match_field not in tx.file_schema.names:
+            return counts
+        try:
+            for partition in tx.partitions():
+                for file in tx.files(partition):
+                    counts["num_target_files_scanned"] += 1
+                    hits = erasure.matches(tx.read(file, [erasure.match_field]).column(0))
+                    found = int(pc.sum(pc.cast(hits, pa.int64())).as_py() or 0)
+                    if not found:
+                        continue
+                    tx.rewrite(partition, [file], lambda batch, _offset: erasure.apply(
+                        batch, erasure.matches(batch.column(erasure.match_field))))
+                    counts["num_target_rows_erased"] += found
+                    counts["num_target_files_removed"] += 1
+            tx.commit("erase")
         except BaseException:
             tx.abort()
             raise
@@ -271,6 +309,14 @@ def _evolve(delta: Any, incoming: pa.Schema) -> pa.Schema:
     from deltalake import Schema
 
     schema = arrow_schema(delta)
+    changed = [f.name for f in incoming if f.name in schema.names and f.name != PARTITION
+               and not f.type.equals(schema.field(f.name).type)]
+    if changed:
+        raise VoucherifyConfigError(
+            f"The landed {', '.join(changed)} ({', '.join(str(incoming.field(n).type) for n in changed)}) no longer "
+            f"match the current-state table's types ({', '.join(str(schema.field(n).type) for n in changed)}): a "
+            "column policy changed (hashed columns land as strings). Keep the policy as it was, or rebuild the "
+            "table: delete <destination>/current/<object> and merge the change partitions again.")
     new = [pa.field(f.name, f.type) for f in incoming if f.name not in schema.names]
     if new:
         delta.alter.add_columns(list(Schema.from_arrow(pa.schema(new)).fields))
@@ -320,8 +366,9 @@ def _upsert(tx: Transaction, partition: str | None, changes: pa.Table, counts: d
 
 
 def _mark_partition(tx: Transaction, partition: str | None, spill: Spill, stamp: pa.Scalar,
-                    counts: dict[str, int]) -> None:
-    """Mark the partition's live rows changed before ``stamp`` whose id the list's partition lacks."""
+                    counts: dict[str, int], deleted_records: str = KEEP, personal: Sequence[str] = ()) -> None:
+    """Mark the partition's live rows changed before ``stamp`` whose id the list's partition lacks (and
+    redact or remove them, per ``deleted_records``)."""
     key = tx.key
     single = list(spill.chunks(partition)) if spill.rows(partition) <= CHUNK_ROWS else None
     for file in tx.files(partition):
@@ -339,9 +386,14 @@ def _mark_partition(tx: Transaction, partition: str | None, spill: Spill, stamp:
             continue
         def mark(batch: pa.RecordBatch, offset: int, gone: np.ndarray = gone) -> pa.RecordBatch:
             mask = pa.array(gone[offset:offset + batch.num_rows])
+            if deleted_records == REMOVE:
+                return batch.filter(pc.invert(mask))
             columns = dict(zip(batch.schema.names, batch.columns, strict=True))
             columns[DELETED] = pc.if_else(mask, True, columns[DELETED])
             columns[DELETED_AT] = pc.if_else(mask, stamp, columns[DELETED_AT])
+            if deleted_records == REDACT:
+                for name in personal:
+                    columns[name] = pc.if_else(mask, pa.nulls(batch.num_rows, columns[name].type), columns[name])
             return pa.RecordBatch.from_arrays(list(columns.values()), schema=batch.schema)
 
         tx.rewrite(partition, [file], mark)

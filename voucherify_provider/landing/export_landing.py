@@ -21,12 +21,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from voucherify_provider import __version__, catalog
 from voucherify_provider.errors import VoucherifyDownloadError
 from voucherify_provider.landing.stream import IterStream
-from voucherify_provider.landing.typed_csv import NeedsDiagnosis, ParseStats, RejectedRows, TypedCsvReader
+from voucherify_provider.landing.typed_csv import (
+    NeedsDiagnosis,
+    ParseStats,
+    RejectedRows,
+    TypedCsvReader,
+    landed_schema,
+)
 from voucherify_provider.landing.writer import PartitionWriter
 from voucherify_provider.window import Window
 
 if TYPE_CHECKING:
     from voucherify_provider.hooks.voucherify import ExportPart
+    from voucherify_provider.landing.column_policies import AppliedPolicies
 
 
 class DownloadProgress:
@@ -81,7 +88,8 @@ class Landing:
     """What a landing of one DONE export needs whatever it lands into, and the per-file loop.
 
     ``window`` (None for snapshots) filters the rows; ``place_by`` (change windows) names the columns
-    whose latest value places a row in the window. ``on_bad_value`` is ``fail`` or ``reject``.
+    whose latest value places a row in the window. ``on_bad_value`` is ``fail`` or ``reject``. ``policies``:
+    the column policies the reader applies (dropped columns never read, hashed ones hashed).
     """
 
     export_id: str
@@ -94,6 +102,12 @@ class Landing:
     on_bad_value: str = "fail"
     max_download_attempts: int = 3
     progress_every_seconds: float = 30.0
+    policies: AppliedPolicies | None = None
+
+    @property
+    def schema(self) -> Any:
+        """The landed schema (the export's fields under the column policies)."""
+        return landed_schema(self.obj, self.fields, self.policies)
 
     @property
     def place_by(self) -> list[str] | None:
@@ -111,7 +125,7 @@ class Landing:
         return "changes" if self.changes else "window" if self.windowed else "snapshot"
 
     def _start(self) -> tuple[RejectedRows | None, ParseStats, DownloadProgress]:
-        rejected = RejectedRows(self.fields) if self.on_bad_value == "reject" else None
+        rejected = RejectedRows(self.schema.names) if self.on_bad_value == "reject" else None
         return rejected, ParseStats(), DownloadProgress(self.log, f"Export {self.export_id}",
                                                         self.progress_every_seconds)
 
@@ -124,7 +138,8 @@ class Landing:
             # The reader first: it refuses fields it cannot place rows by before any file is staged.
             reader = TypedCsvReader(self.obj, self.fields, window=self.window if self.windowed else None,
                                     place_by=self.place_by, rejected=rejected, diagnose=diagnose,
-                                    label=f"Export {self.export_id} file {part.index + 1}/{part.count}")
+                                    label=f"Export {self.export_id} file {part.index + 1}/{part.count}",
+                                    policies=self.policies)
             sink = open_sink()
             rejected_before = len(rejected.rows) if rejected is not None else 0
             try:
@@ -162,7 +177,7 @@ class Landing:
             "fields": self.fields, "schema": manifest_schema(schema),
             "rows_outside_window": totals.outside_window, "rows_rejected": totals.rejected,
             "bytes_downloaded": progress.bytes, "written_at": datetime.now(timezone.utc).isoformat(),
-            "provider_version": __version__,
+            "provider_version": __version__, **(self.policies.manifest() if self.policies else {}),
         }
 
 
@@ -204,3 +219,55 @@ def rejected_csv(rejected: RejectedRows) -> bytes:
         writer.writerow([*("" if v is None else v for v in row), reason])
     return buffer.getvalue().encode("utf-8")
 
+
+
+def landed_before(base: Any, exported_object: str | None, export_id: str, window_start: Any, window_end: Any,
+                  partition_schedule: str | None, context: Any) -> dict[str, Any] | None:
+    """What an earlier try of a landing committed from ``export_id``, read back from the manifests (the
+    export itself is gone: that try deleted it, then died before reporting success); None if it did not.
+
+    Returns what the landing returned then: the manifest with ``partition``, or a history summary."""
+    from voucherify_provider.landing.paths import path_url
+
+    if not exported_object:
+        return None
+    folder = base / exported_object
+    candidates: list[list[Window]] = []
+    for make in (Window.for_run, Window.snapshot):
+        try:
+            window = make(window_start, window_end, context)
+        except Exception:  # e.g. no data interval: that kind of landing cannot have been this one
+            continue
+        if make is Window.for_run and partition_schedule:
+            candidates.append(window.split(partition_schedule))
+        candidates.append([window])
+    for pieces in candidates:
+        manifests = [read_manifest(folder / piece.partition) for piece in pieces]
+        if not manifests or any(m is None or m.get("export_id") != export_id for m in manifests):
+            continue
+        landed = [{**m, "partition": path_url(folder / p.partition)} for m, p in zip(manifests, pieces, strict=True)
+                  if m is not None]
+        if len(landed) == 1:
+            return landed[0]
+        first = landed[0]
+        return {**{k: first[k] for k in ("export_id", "exported_object", "mode", "fields", "schema") if k in first},
+                "window_start": pieces[0].start.isoformat(), "window_end": pieces[-1].end.isoformat(),
+                "rows": sum(m["rows"] for m in landed),
+                "partitions": [{"partition": m["partition"], "window_start": m["window_start"],
+                                "window_end": m["window_end"], "rows": m["rows"],
+                                "bytes": sum(f["bytes"] for f in m["files"])} for m in landed]}
+    return None
+
+
+def read_manifest(partition: Any) -> dict[str, Any] | None:
+    """A partition's committed manifest, None when there is none."""
+    import json
+
+    from voucherify_provider.landing.sink import open_untracked
+    from voucherify_provider.landing.writer import MANIFEST
+
+    try:
+        with open_untracked(partition / MANIFEST, "rb") as handle:
+            return dict(json.loads(handle.read()))
+    except (FileNotFoundError, ValueError):
+        return None

@@ -85,7 +85,7 @@ class SplitLanding(Landing):
         """Land every file of the export into the spill, then commit each partition; returns a summary with
         every partition landed (its URL, window start and rows)."""
         rejected, totals, progress = self._start()
-        schema = arrow_schema(self.obj, self.fields)
+        schema = self.schema
         landed: list[dict[str, Any]] = []
         with Spill(schema, self._partition_of, owner=self.owner) as spill:
             for part in parts:
@@ -105,7 +105,8 @@ class SplitLanding(Landing):
                 "window_start": self.window.start.isoformat(), "window_end": self.window.end.isoformat(),
                 "fields": self.fields, "schema": manifest_schema(schema),
                 "rows": sum(p["rows"] for p in landed), "rows_outside_window": totals.outside_window,
-                "rows_rejected": totals.rejected, "bytes_downloaded": progress.bytes, "partitions": landed}
+                "rows_rejected": totals.rejected, "bytes_downloaded": progress.bytes, "partitions": landed,
+                **(self.policies.manifest() if self.policies else {})}
 
     def _commit(self, window: Window, spill: Spill, key: str, token: str, rejected: RejectedRows | None,
                 totals: ParseStats, progress: Any) -> tuple[dict[str, Any], PartitionWriter]:
@@ -148,7 +149,7 @@ class SplitLanding(Landing):
         if rejected is None or not rejected.rows:
             return {}
         starts = [w.start for w in self.partitions]
-        columns = [self.fields.index(f) for f in self.placing]
+        columns = [rejected.fields.index(f) for f in self.placing]
         routed: dict[str, RejectedRows] = {}
         for row, reason in zip(rejected.rows, rejected.reasons, strict=True):
             index = 0
@@ -160,5 +161,5 @@ class SplitLanding(Landing):
                 index = max(0, min(len(starts) - 1, bisect.bisect_right(starts, moment) - 1))
                 break
             key = partition_stamp(self.partitions[index].start)
-            routed.setdefault(key, RejectedRows(self.fields)).add(row, reason)
+            routed.setdefault(key, RejectedRows(rejected.fields)).add(row, reason)
         return routed

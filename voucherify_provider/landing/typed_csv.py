@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +23,11 @@ import pyarrow.csv as pacsv
 from voucherify_provider.catalog import ExportedObject, FieldType
 from voucherify_provider.errors import VoucherifyError
 from voucherify_provider.landing.stream import IterStream
+from voucherify_provider.privacy import redacted
 from voucherify_provider.window import Window
+
+if TYPE_CHECKING:
+    from voucherify_provider.landing.column_policies import AppliedPolicies
 
 ARROW_TYPES: dict[FieldType, pa.DataType] = {
     FieldType.STRING: pa.string(),
@@ -58,6 +62,18 @@ def arrow_schema(obj: ExportedObject, fields: Sequence[str]) -> pa.Schema:
     """Arrow schema of an export: one column per field key, typed from the catalog."""
     return pa.schema([pa.field(key, ARROW_TYPES[obj.field_type(key)], nullable=True, metadata=field_metadata(obj, key))
                       for key in fields])
+
+
+def landed_schema(obj: ExportedObject, fields: Sequence[str], policies: AppliedPolicies | None = None) -> pa.Schema:
+    """The schema a landing writes: the export's (:func:`arrow_schema`) under the column policies."""
+    schema = arrow_schema(obj, fields)
+    return schema if policies is None else policies.schema(schema)
+
+
+def without_values(message: str) -> str:
+    """An Arrow parse message without the values or row text it quotes (they may be personal data)."""
+    message = re.sub(r"invalid value '.*'", "an invalid value", message, flags=re.DOTALL)
+    return re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", message, flags=re.DOTALL)
 
 
 def field_metadata(obj: ExportedObject, key: str) -> dict[str, str]:
@@ -102,14 +118,19 @@ class TypedCsvReader:
     :param rejected: collect unparseable rows there instead of failing (diagnosing path).
     :param diagnose: read as text and type per column (slow, precise); the default fast path raises
         :class:`NeedsDiagnosis` on the first untypeable value.
+    :param policies: column policies: dropped columns are not read at all, hashed ones are read as text and
+        hashed before a batch leaves the reader. Messages never quote a personal field's value
+        (:meth:`ExportedObject.is_personal`, or any column with a policy).
     """
 
     def __init__(self, obj: ExportedObject, fields: Sequence[str], *, window: Window | None = None,
                  place_by: Sequence[str] | None = None, rejected: RejectedRows | None = None,
-                 label: str = "export", diagnose: bool = False) -> None:
+                 label: str = "export", diagnose: bool = False, policies: AppliedPolicies | None = None) -> None:
         self.obj, self.fields, self.window, self.rejected, self.label = obj, list(fields), window, rejected, label
         self.diagnose = diagnose
-        self.schema = arrow_schema(obj, fields)
+        self.policies = policies
+        self.schema = landed_schema(obj, fields, policies)
+        self.columns = self.schema.names  # the fields that land, in order
         self.stats = ParseStats()
         self.place_by = list(place_by or [obj.created_field or ""])
         missing = [f for f in self.place_by if f not in self.fields]
@@ -131,10 +152,10 @@ class TypedCsvReader:
         read = pacsv.ReadOptions(column_names=self.fields, block_size=DIAGNOSE_BLOCK if self.diagnose else READ_BLOCK,
                                  use_threads=True)
         parse = pacsv.ParseOptions(newlines_in_values=True)
-        types = self.schema.types if not self.diagnose else [pa.string()] * len(self.fields)
+        types = self.schema.types if not self.diagnose else [pa.string()] * len(self.columns)
         convert = pacsv.ConvertOptions(
-            column_types=dict(zip(self.fields, types, strict=True)), strings_can_be_null=True,
-            quoted_strings_can_be_null=True, null_values=[""],
+            column_types=dict(zip(self.columns, types, strict=True)), strings_can_be_null=True,
+            quoted_strings_can_be_null=True, null_values=[""], include_columns=self.columns,
         )
         row_offset = 0
         try:
@@ -149,10 +170,11 @@ class TypedCsvReader:
                 typed = self._in_window(typed)
                 if typed.num_rows:
                     self.stats.rows += typed.num_rows
-                    yield typed
+                    yield typed if self.policies is None else self.policies.apply(typed)
         except pa.ArrowInvalid as err:
             if not self.diagnose and (str(err).startswith("In CSV column #") or "straddles" in str(err)):
-                raise NeedsDiagnosis(f"{self.label}: {err}") from None
+                # Arrow quotes the value; the diagnosis names it, unless it is personal data.
+                raise NeedsDiagnosis(f"{self.label}: {without_values(str(err))}") from None
             raise self._explain(err, row_offset) from None
 
     def _check_header(self, stream: IterStream) -> None:
@@ -191,13 +213,19 @@ class TypedCsvReader:
             return BadExportFileError(
                 f"{self.label}: a record near row {row_offset + 1} is larger than {DIAGNOSE_BLOCK >> 20} MiB; "
                 "export fewer fields (e.g. without metadata) to land it.")
-        return BadExportFileError(f"{self.label}: the CSV cannot be parsed near row {row_offset + 1}: {text}")
+        return BadExportFileError(f"{self.label}: the CSV cannot be parsed near row {row_offset + 1}: "
+                                  f"{without_values(text)}")
+
+    def _shown(self, key: str, value: Any) -> str:
+        """A bad value as messages quote it: personal data (or a column under a policy) is not shown."""
+        personal = self.obj.is_personal(key) or (self.policies is not None and key in self.policies.policies.columns)
+        return redacted(value) if personal else repr(value)
 
     def _type_batch(self, raw: pa.RecordBatch, row_offset: int) -> pa.RecordBatch:
         columns: list[pa.Array] = []
         bad = None
         reasons: dict[int, str] = {}
-        for key, target in zip(self.fields, self.schema.types, strict=True):
+        for key, target in zip(self.columns, self.schema.types, strict=True):
             column = raw.column(key)
             try:
                 columns.append(pc.cast(column, target) if target != pa.string() else column)
@@ -207,7 +235,7 @@ class TypedCsvReader:
                     index, value = first
                     raise BadExportFileError(
                         f"{self.label}: row {row_offset + index + 1}, column {key!r} "
-                        f"({self.obj.field_type(key).value}): cannot read {value!r} as "
+                        f"({self.obj.field_type(key).value}): cannot read {self._shown(key, value)} as "
                         f"{self.obj.field_type(key).value}. Pass on_bad_value='reject' to set such rows aside "
                         "in a rejected-rows file instead of failing."
                     ) from None
@@ -217,7 +245,10 @@ class TypedCsvReader:
         if bad is not None and self.rejected is not None:
             for index in range(raw.num_rows):
                 if bad[index].as_py():
-                    self.rejected.add([raw.column(k)[index].as_py() for k in self.fields], reasons[index])
+                    values = [raw.column(k)[index].as_py() for k in self.columns]
+                    if self.policies is not None:
+                        values = self.policies.raw_row(self.columns, values)
+                    self.rejected.add(values, reasons[index])
             self.stats.rejected += pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
             typed = typed.filter(pc.invert(bad))
         return self._in_window(typed)
@@ -236,7 +267,7 @@ class TypedCsvReader:
                     ok = False
             flags.append(not ok)
             if not ok:
-                reasons.setdefault(index, f"column {key!r}: cannot read {value!r} as "
+                reasons.setdefault(index, f"column {key!r}: cannot read {self._shown(key, value)} as "
                                           f"{self.obj.field_type(key).value}")
                 if first is None:
                     first = (index, value)

@@ -13,6 +13,7 @@ from voucherify_provider.arguments import is_templated
 from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing.destination import check_destination, destination_path, staging_owner
 from voucherify_provider.outcomes import config_errors_fail_task, fail_task
+from voucherify_provider.privacy import DELETED_RECORDS
 from voucherify_provider.utc import as_utc
 from voucherify_provider.window import Window
 
@@ -104,7 +105,8 @@ class VoucherifyMarkDeletedOperator(_CurrentStateOperator):
     Run it on a periodic full export of the object's ids and creation times (``windowed=False``,
     ``fields=["id", "created_at"]``: the creation month places each id in its partition) landed by
     VoucherifyDownloadToWarehouseOperator: a live record changed before ``cutoff`` that the list lacks was
-    deleted in Voucherify. Rows stay in the table with ``_deleted`` true and ``_deleted_at`` = ``cutoff``.
+    deleted in Voucherify. By default rows stay in the table with ``_deleted`` true and ``_deleted_at`` =
+    ``cutoff``; ``deleted_records`` can erase what they say about a person instead.
 
     Then, as this runs periodically, table upkeep: each month's small files (days of inserts) are packed
     into larger ones (``compact``), and the data files no version of the last ``vacuum_retention_hours``
@@ -119,13 +121,21 @@ class VoucherifyMarkDeletedOperator(_CurrentStateOperator):
     :param compact: pack small files first (only months holding several small files are read).
     :param vacuum_retention_hours: how far back the table stays readable as of an older version (time
         travel); None: no vacuum.
+    :param deleted_records: ``keep`` (default: flagged, whole, for history), ``redact`` (flagged, with their
+        personal fields, metadata and customer reference nulled) or ``remove`` (gone from the table). Older
+        table versions keep them until the vacuum; the change partitions keep them until an erasure
+        (:class:`~voucherify_provider.operators.erasure.VoucherifyEraseRecordsOperator`).
     """
 
     template_fields: Sequence[str] = (*_CurrentStateOperator.template_fields, "snapshot", "cutoff")
 
     def __init__(self, *, snapshot: Any, cutoff: datetime | str | None = None, compact: bool = True,
-                 vacuum_retention_hours: int | None = 7 * 24, **kwargs: Any) -> None:
+                 vacuum_retention_hours: int | None = 7 * 24, deleted_records: str = "keep", **kwargs: Any) -> None:
+        if deleted_records not in DELETED_RECORDS:
+            raise VoucherifyConfigError(f"deleted_records must be one of {', '.join(DELETED_RECORDS)}; got "
+                                        f"{deleted_records!r}.")
         super().__init__(**kwargs)
+        self.deleted_records = deleted_records
         self.snapshot = snapshot
         self.cutoff = cutoff
         self.compact = compact
@@ -139,7 +149,7 @@ class VoucherifyMarkDeletedOperator(_CurrentStateOperator):
             obj, table = self._target()
             cutoff = self._cutoff(context)
             owner = staging_owner(context) or "mark"
-            counts = mark_deleted(table, obj, self._partition(self.snapshot), cutoff, owner)
+            counts = mark_deleted(table, obj, self._partition(self.snapshot), cutoff, owner, self.deleted_records)
         if self.compact:
             counts.update(compact(table, obj, owner))
         if self.vacuum_retention_hours is not None:

@@ -12,9 +12,9 @@ from airflow.sdk import BaseOperator
 
 from voucherify_provider import DEFAULT_CONN_ID, catalog
 from voucherify_provider.arguments import conf_default_deferrable, is_templated
-from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError
+from voucherify_provider.errors import VoucherifyConfigError, VoucherifyExportFailedError, VoucherifyNotFoundError
 from voucherify_provider.exports import ExportStatus, export_parameters
-from voucherify_provider.outcomes import config_errors_fail_task, raise_for_event
+from voucherify_provider.outcomes import TriggerOutcome, config_errors_fail_task, raise_for_event
 from voucherify_provider.window import Window, change_filters, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
@@ -59,6 +59,11 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     :param max_poll_interval: the longest wait between two status checks, in seconds (default 120).
     :param wait_timeout: seconds to wait for the export to be DONE before the task fails (default 6 hours).
     :param voucherify_conn_id: the ``voucherify`` connection.
+
+    Exports this task gives up on are deleted in Voucherify, not left with their data downloadable: an
+    ERROR export, the export of a task killed while it waits (in the worker, or deferred), of a task that
+    fails for good, and, when a cleared run exports again, the previous run's. An export a retry can still
+    reconnect to is kept for it. The landing deletes the exports it lands (``delete_export``).
     """
 
     template_fields: Sequence[str] = (
@@ -102,6 +107,12 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         self.max_poll_interval = max_poll_interval
         self.wait_timeout = wait_timeout
         self.voucherify_conn_id = voucherify_conn_id
+        self._export_id: str | None = None  # the export this try created or reconnected to
+        # Final failures (after any retry policy) delete the export; on Airflow < 3.3 a retry never reconnects,
+        # so the export of a failed try is deleted before the next one too.
+        self.on_failure_callback = [*_callbacks(self.on_failure_callback), self._delete_abandoned_export]
+        if not RECONNECTS:
+            self.on_retry_callback = [*_callbacks(self.on_retry_callback), self._delete_abandoned_export]
         if not any(is_templated(v) for v in (exported_object, fields, order, filters)):
             # Fail at DAG-parse time when nothing is left to template.
             self._plan(window=None, check_only=True)
@@ -190,11 +201,15 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         request for fresh data, so its old export counts as stale and a new one is made.
         """
         if isinstance(external_id, dict) and external_id.get("clear_number") != _clear_number(context):
+            self._delete(_export_id(external_id), "the run was cleared: it exports again")
             return "STALE"
         try:
-            return str(self.hook.get_export(_export_id(external_id))["status"])
+            status = str(self.hook.get_export(_export_id(external_id))["status"])
         except VoucherifyNotFoundError:
             return "MISSING"
+        if status == ExportStatus.ERROR:
+            self._delete(_export_id(external_id), "it ended in ERROR")
+        return status
 
     def is_job_active(self, status: str) -> bool:
         """SCHEDULED and IN_PROGRESS exports can be reconnected to."""
@@ -209,7 +224,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
         Returning the id matters: on a reconnect after a crash the mixin returns this method's result.
         """
-        export_id = _export_id(external_id)
+        export_id = self._export_id = _export_id(external_id)
         if not self.wait_for_completion:
             return export_id
         if self.deferrable:
@@ -217,11 +232,15 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
             self.defer(
                 trigger=VoucherifyExportTrigger(export_id, self.voucherify_conn_id, time.time() + self.wait_timeout,
-                                                self.poll_interval, self.max_poll_interval),
+                                                self.poll_interval, self.max_poll_interval, delete_on_kill=True),
                 method_name="execute_complete",
             )
-        self.hook.wait_for_export(export_id, timeout=self.wait_timeout, poll_interval=self.poll_interval,
-                                  max_poll_interval=self.max_poll_interval)
+        try:
+            self.hook.wait_for_export(export_id, timeout=self.wait_timeout, poll_interval=self.poll_interval,
+                                      max_poll_interval=self.max_poll_interval)
+        except VoucherifyExportFailedError:
+            self._delete(export_id, "it ended in ERROR")  # a retry exports afresh whatever happens
+            raise
         return export_id
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
@@ -230,7 +249,57 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Turn the trigger's event into the export id or an exception (retries create a fresh export)."""
+        self._export_id = str(event.get("export_id") or "") or None
+        if event.get("status") == TriggerOutcome.EXPORT_ERROR.value and self._export_id:
+            self._delete(self._export_id, "it ended in ERROR")
         return raise_for_event(event, retryable_error=True)
+
+    # -- clean-up: exports this task gives up on leave Voucherify --------------------------------------
+
+    def on_kill(self) -> None:
+        """Killed while waiting (marked failed, execution_timeout, SIGTERM): delete the export; a retry, if
+        any, exports afresh. Quick on purpose: the kill follows within seconds."""
+        if self._export_id:
+            self._delete(self._export_id, "the task was killed")
+
+    def _delete_abandoned_export(self, context: Context) -> None:
+        """Failure callback: the export of a task failing for good (or, before Airflow 3.3, retrying) is
+        not landed by anyone."""
+        export_id = self._export_id or _stored_export_id(context, self.external_id_key)
+        if export_id:
+            self._delete(export_id, "the task failed" if context.get("ti") is None or
+                         not _will_retry(context) else "the retry creates a new one")
+
+    def _delete(self, export_id: str, why: str) -> None:
+        try:
+            self.hook.delete_export(export_id, missing_ok=True)
+        except Exception as err:  # clean-up must not hide the task's own outcome
+            self.log.warning("Export %s could not be deleted (%s); delete it in Voucherify.", export_id,
+                             type(err).__name__)
+            return
+        self.log.info("Deleted export %s in Voucherify: %s", export_id, why)
+
+
+def _callbacks(value: Any) -> list[Any]:
+    """A task's callbacks as a list (Airflow takes one callable or a list)."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _stored_export_id(context: Context, key: str) -> str | None:
+    """The export id the task state store holds for this task (a deferred task resumed in a new process)."""
+    store = context.get("task_state_store")
+    try:
+        stored = store.get(key) if store is not None else None
+    except Exception:
+        return None
+    return _export_id(stored) if stored else None
+
+
+def _will_retry(context: Context) -> bool:
+    ti = context.get("ti")
+    return bool(ti is not None and getattr(ti, "try_number", 0) <= getattr(ti, "max_tries", 0))
 
 
 def _export_id(external_id: Any) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from voucherify_provider.landing.destination import (
 from voucherify_provider.landing.paths import path_url
 from voucherify_provider.lineage import landing_lineage, no_lineage
 from voucherify_provider.outcomes import airflow_exception, config_errors_fail_task, fail_task
+from voucherify_provider.privacy import check_hash_key_source, parse_policies
 from voucherify_provider.utc import as_utc
 from voucherify_provider.window import Window, cron_schedule
 
@@ -61,6 +62,14 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     :param row_group_rows: rows per Parquet row group (default 64,000); the buffered row group is most
         of the task's memory.
     :param progress_every_seconds: how often a long download logs its bytes and rate.
+    :param column_policies: keep personal data out of the lake: ``{field: "drop" | "hash"}`` (dropped columns
+        are never read; hashed ones land as the hex HMAC-SHA256 of their text, equal across objects and runs
+        for one key), or ``"personal_data"`` for the catalog's suggestions. Applied while the file streams,
+        recorded in the manifest and the Parquet field metadata. Default: none.
+    :param hash_key_conn_id: connection whose password is the hash key (needed when a column is hashed).
+    :param hash_key_variable: or the Variable holding it.
+    :param delete_export: delete the export in Voucherify once the landing is committed (default True): its
+        file, with every exported field, stays downloadable there until then. False keeps it.
     :param partition_schedule: land a long window (a history load) as the partitions of the DAG on this
         cron schedule (e.g. ``@daily``, that DAG's timetable): one ``window_start=`` partition per interval,
         each committed on its own as that DAG's run commits it, empty intervals included. Returns then a
@@ -70,7 +79,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "export_id", "destination", "destination_conn_id", "exported_object", "window_start", "window_end",
-        "voucherify_conn_id", "partition_schedule",
+        "voucherify_conn_id", "partition_schedule", "hash_key_conn_id", "hash_key_variable",
     )
     ui_color = "#d9f2e6"
 
@@ -89,6 +98,10 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         row_group_rows: int | None = None,
         progress_every_seconds: float = 30.0,
         partition_schedule: str | None = None,
+        column_policies: Mapping[str, str] | str | None = None,
+        hash_key_conn_id: str | None = None,
+        hash_key_variable: str | None = None,
+        delete_export: bool = True,
         **kwargs: Any,
     ) -> None:
         if on_bad_value not in ON_BAD_VALUE:
@@ -96,7 +109,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         if not is_templated(destination):
             check_destination(destination)  # an unsupported store fails at parse time
         if exported_object and not is_templated(exported_object):
-            catalog.get_object(exported_object)
+            obj = catalog.get_object(exported_object)
+            check_hash_key_source(parse_policies(obj, column_policies), hash_key_conn_id, hash_key_variable)
             if "outlets" not in kwargs and not is_templated(destination):
                 kwargs["outlets"] = [asset_for(destination, exported_object)]
         super().__init__(**kwargs)
@@ -112,6 +126,10 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         self.row_group_rows = row_group_rows
         self.progress_every_seconds = progress_every_seconds
         self.partition_schedule = partition_schedule
+        self.column_policies = column_policies
+        self.hash_key_conn_id = hash_key_conn_id
+        self.hash_key_variable = hash_key_variable
+        self.delete_export = delete_export
         if partition_schedule and not is_templated(partition_schedule):
             cron_schedule(partition_schedule)  # a typo fails at parse time, naming the fix
 
@@ -125,10 +143,12 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Resolve the destination, the export and its window (mistakes fail before any data moves), then
         hand the files to :class:`~voucherify_provider.landing.export_landing.ExportLanding`."""
+        from voucherify_provider.landing.column_policies import AppliedPolicies
         from voucherify_provider.landing.export_landing import ExportLanding
         from voucherify_provider.landing.split_landing import SplitLanding
-        from voucherify_provider.landing.typed_csv import BadExportFileError, arrow_schema
+        from voucherify_provider.landing.typed_csv import BadExportFileError, landed_schema
         from voucherify_provider.landing.writer import ROW_GROUP_ROWS, PartitionWriter, ensure_writable
+        from voucherify_provider.privacy import resolve_hash_key
 
         with config_errors_fail_task():
             for bound, name in ((self.window_start, "window_start"), (self.window_end, "window_end")):
@@ -137,15 +157,21 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             base = destination_path(self.destination, self.destination_conn_id)
             if self.exported_object:  # prove the destination is writable before spending API calls
                 ensure_writable(base / self.exported_object)
-            export = self._done_export()
+            export = self._done_export(base, context)
+            if isinstance(export, dict):  # landed by an earlier try, which deleted the export
+                return export
             obj = catalog.get_object(str(export.exported_object))
             fields = export.fields or list(obj.default_fields)
+            policies = parse_policies(obj, self.column_policies)
+            check_hash_key_source(policies, self.hash_key_conn_id, self.hash_key_variable)
+            key = resolve_hash_key(self.hash_key_conn_id, self.hash_key_variable) if policies.hashed else None
+            applied = AppliedPolicies(policies, key)
             window = (Window.for_run if export.windowed else Window.snapshot)(self.window_start, self.window_end,
                                                                                context)
             if export.windowed:
                 self._check_window(export, window)
             pieces = window.split(self.partition_schedule) if self.partition_schedule and export.windowed else [window]
-            schema, owner = arrow_schema(obj, fields), staging_owner(context)
+            schema, owner = landed_schema(obj, fields, applied), staging_owner(context)
             rows_per_group = self.row_group_rows or ROW_GROUP_ROWS
 
             def writer_for(piece: Window) -> PartitionWriter:
@@ -160,7 +186,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         common: dict[str, Any] = {
             "export_id": self.export_id, "obj": obj, "fields": fields, "window": window, "windowed": export.windowed,
             "changes": export.is_change_window(obj), "log": self.log, "on_bad_value": self.on_bad_value,
-            "max_download_attempts": self.max_download_attempts, "progress_every_seconds": self.progress_every_seconds}
+            "max_download_attempts": self.max_download_attempts, "progress_every_seconds": self.progress_every_seconds,
+            "policies": applied}
         split = len(pieces) > 1
         landing: ExportLanding | SplitLanding = (
             SplitLanding(partitions=pieces, writer_for=writer_for, row_group_rows=rows_per_group, owner=owner,
@@ -176,8 +203,25 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         except BaseException:
             writer.abort()
             raise
-        return self._split_landed(context, obj.name, pieces, writer_for, landed) if split else \
+        result = self._split_landed(context, obj.name, pieces, writer_for, landed) if split else \
             self._landed(context, obj.name, writer.partition, landed)
+        self._delete_landed_export()
+        return result
+
+    def _delete_landed_export(self) -> None:
+        """The landing is committed: its export (every exported field, downloadable) goes from Voucherify.
+
+        A failure here leaves the landing as it is (it is whole): the export is named so it can be removed.
+        """
+        if not self.delete_export:
+            return
+        try:
+            self.hook.delete_export(self.export_id, missing_ok=True)
+        except Exception as err:  # the data landed; failing would make a retry land it all again
+            self.log.warning("Landed, but export %s could not be deleted in Voucherify (%s); delete it there or "
+                             "with VoucherifyHook.delete_export.", self.export_id, type(err).__name__)
+            return
+        self.log.info("Deleted export %s in Voucherify (landed; delete_export=False keeps exports)", self.export_id)
 
     def _landed(self, context: Context, obj: str, partition: ObjectStoragePath,
                 manifest: dict[str, Any]) -> dict[str, Any]:
@@ -202,11 +246,20 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                                      "files": [{"bytes": sum(p["bytes"] for p in summary["partitions"])}]})
         return summary
 
-    def _done_export(self) -> ExportDescription:
-        """The export, which must be DONE and of this task's object."""
+    def _done_export(self, base: ObjectStoragePath, context: Context) -> ExportDescription | dict[str, Any]:
+        """The export, which must be DONE and of this task's object; or, when an earlier try of this task
+        landed it and deleted it (then died before it could report success), what that try landed."""
         try:
             export = ExportDescription(self.hook.get_export(self.export_id))
         except VoucherifyNotFoundError as err:
+            from voucherify_provider.landing.export_landing import landed_before
+
+            earlier = landed_before(base, self.exported_object, self.export_id, self.window_start, self.window_end,
+                                    self.partition_schedule, context)
+            if earlier is not None:
+                self.log.info("Export %s was landed (and deleted) by an earlier try: %s", self.export_id,
+                              earlier.get("partition") or earlier.get("window_start"))
+                return earlier
             fail_task(f"Export {self.export_id} does not exist (deleted, expired, or created with another "
                       f"connection); clear the create task to export again. ({err})")
         if export.status != ExportStatus.DONE:

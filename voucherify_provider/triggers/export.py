@@ -25,16 +25,20 @@ class VoucherifyExportTrigger(BaseTrigger):
     :param end_time: ``time.time()`` after which to give up (event ``timeout``).
     :param poll_interval: first wait between polls; grows towards ``max_poll_interval``.
     :param max_poll_interval: the longest wait between two polls.
+    :param delete_on_kill: delete the export when the deferred task is killed (marked failed or success
+        while waiting): the task that created it will not land it. Sensors waiting on another task's export
+        leave it alone.
     """
 
     def __init__(self, export_id: str, voucherify_conn_id: str, end_time: float, poll_interval: float = 5.0,
-                 max_poll_interval: float = 120.0) -> None:
+                 max_poll_interval: float = 120.0, delete_on_kill: bool = False) -> None:
         super().__init__()
         self.export_id = export_id
         self.voucherify_conn_id = voucherify_conn_id
         self.end_time = end_time
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.delete_on_kill = delete_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Classpath and arguments (no secrets: the triggerer reads the connection itself)."""
@@ -42,8 +46,27 @@ class VoucherifyExportTrigger(BaseTrigger):
             "voucherify_provider.triggers.export.VoucherifyExportTrigger",
             {"export_id": self.export_id, "voucherify_conn_id": self.voucherify_conn_id,
              "end_time": self.end_time, "poll_interval": self.poll_interval,
-             "max_poll_interval": self.max_poll_interval},
+             "max_poll_interval": self.max_poll_interval, "delete_on_kill": self.delete_on_kill},
         )
+
+    async def on_kill(self) -> None:
+        """The deferred task was killed by a user: delete its export, unless it was not this task's to delete.
+
+        Only user kills call this (Airflow 3.3+), never a triggerer restart, so the export is not needed again.
+        """
+        if not self.delete_on_kill:
+            return
+        from voucherify_provider.hooks.voucherify_async import VoucherifyAsyncHook
+
+        try:
+            await asyncio.wait_for(VoucherifyAsyncHook(self.voucherify_conn_id).delete_export(self.export_id), 20)
+        except VoucherifyNotFoundError:
+            return
+        except Exception as err:  # the kill goes on; say what is left behind
+            self.log.warning("Killed while waiting; export %s could not be deleted (%s): delete it in Voucherify.",
+                             self.export_id, type(err).__name__)
+            return
+        self.log.info("Killed while waiting: deleted export %s in Voucherify", self.export_id)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until an outcome, then emit exactly one event."""

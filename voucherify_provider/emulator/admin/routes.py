@@ -68,6 +68,12 @@ async def state(request: Request, backend: BackendDep) -> Response:
         return _bad_request(err)
 
 
+@router.get("/exports")
+async def exports_ledger(backend: BackendDep) -> dict[str, Any]:
+    """Every export made since the last reset, deleted ones included, and how many remain."""
+    return backend.exports.ledger()
+
+
 @router.get("/requests")
 async def requests_seen(backend: BackendDep, faults: FaultsDep) -> dict[str, Any]:
     """Counts per route, the request log and the faults injected so far."""

@@ -68,6 +68,8 @@ class ExportsModel:
         """Forget every export, the download tokens issued and the rendered files."""
         with self.shared.lock:
             self.records: dict[str, ExportRecord] = {}
+            # Every export ever made, deleted ones included, for tests counting what a run left behind.
+            self.history: dict[str, ExportRecord] = {}
             self.issued_tokens: list[str] = []
             self.files.reset()
 
@@ -114,7 +116,7 @@ class ExportsModel:
                 created_clock=self.clock(), created_at_ms=now_ms(), fails=fails,
                 duration_draw=_mix(self.config.seed, int(export_id[-8:], 16), 11) / MASK,
             )
-            self.records[record.id] = record
+            self.records[record.id] = self.history[record.id] = record
             # The create answer is an ExportScheduledBase: always SCHEDULED, and ``user_id`` a required
             # non-null string (GET answers null for API-channel exports, as every official example shows).
             # Its status is given, not computed, so creating never counts the export's rows.
@@ -167,6 +169,16 @@ class ExportsModel:
         with self.shared.lock:
             self._record(export_id)
             del self.records[export_id]
+
+    def ledger(self) -> dict[str, Any]:
+        """Every export made since the last reset, with whether it was deleted (``/_emulator/exports``)."""
+        with self.shared.lock:
+            now = self.clock()
+            exports = [{"id": r.id, "exported_object": r.exported_object, "parameters": r.parameters,
+                        "created_at": iso_ms(r.created_at_ms), "status": self._status(r, now),
+                        "deleted": r.id not in self.records} for r in self.history.values()]
+        return {"created": len(exports), "deleted": sum(e["deleted"] for e in exports),
+                "remaining": sum(not e["deleted"] for e in exports), "exports": exports}
 
     def list(self, limit: int, page: int, order: str | None, base_url: str) -> dict[str, Any]:
         """``GET /v1/exports``."""

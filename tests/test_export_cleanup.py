@@ -1,0 +1,131 @@
+"""Exports leave Voucherify once they are landed or given up on; a retry can still reconnect to the export
+it needs. Real emulator, operators run directly (the scheduler-level backfills assert the same in
+test_chaos and test_cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tests.support.exports import wait_done
+from tests.support.operators import FakeStateStore, context, create, done_export, land
+from voucherify_provider.errors import VoucherifyExportFailedError, VoucherifyNotFoundError
+from voucherify_provider.triggers.export import VoucherifyExportTrigger
+
+pytestmark = pytest.mark.unit
+
+
+def _remaining(emu) -> list[str]:
+    return [e["id"] for e in emu.export_ledger()["exports"] if not e["deleted"]]
+
+
+def test_a_landing_deletes_its_export_once_committed(emu, hook, tmp_path):
+    export_id = done_export(emu, hook)
+    manifest = land(tmp_path, export_id, exported_object="redemption").execute(context())
+    assert manifest["rows"] > 0 and _remaining(emu) == []
+    ledger = emu.export_ledger()
+    assert ledger["created"] == ledger["deleted"] == 1
+    with pytest.raises(VoucherifyNotFoundError):  # nor is its file downloadable any more
+        hook.get_export(export_id)
+
+
+def test_delete_export_false_keeps_it(emu, hook, tmp_path):
+    export_id = done_export(emu, hook)
+    land(tmp_path, export_id, exported_object="redemption", delete_export=False).execute(context())
+    assert _remaining(emu) == [export_id]
+
+
+def test_a_failing_delete_leaves_the_landing_whole_and_says_so(emu, hook, tmp_path, capfd):
+    export_id = done_export(emu, hook)
+    emu.inject({"route": "delete_export", "status": 403})
+    manifest = land(tmp_path, export_id, exported_object="redemption").execute(context())
+    assert manifest["rows"] > 0 and _remaining(emu) == [export_id]
+    assert f"export {export_id} could not be deleted" in capfd.readouterr().out
+
+
+def test_a_retry_after_the_delete_returns_what_the_earlier_try_landed(emu, hook, tmp_path):
+    """The try that landed and deleted the export died before reporting success: its retry finds the
+    export gone and the partition committed from it, and returns that, downloading nothing."""
+    export_id = done_export(emu, hook)
+    first = land(tmp_path, export_id, exported_object="redemption").execute(context())
+    downloads = emu.requests()["counts"].get("download_export", 0)
+    again = land(tmp_path, export_id, exported_object="redemption").execute(context())
+    assert again == first and emu.requests()["counts"].get("download_export", 0) == downloads
+
+
+def test_an_error_export_is_deleted_before_the_retry_exports_again(emu, hook):
+    emu.inject({"route": "create_export", "export_error": True})
+    op = create(wait_for_completion=True, deferrable=False, poll_interval=0.05)
+    ctx = context()
+    with pytest.raises(VoucherifyExportFailedError):
+        op.execute(ctx)
+    assert _remaining(emu) == []
+    export_id = op.execute(ctx)  # the retry: a fresh export
+    assert _remaining(emu) == [export_id]
+
+
+def test_a_cleared_run_deletes_the_previous_runs_export(emu, hook):
+    store = FakeStateStore()
+    first = create().execute(context(task_state_store=store, dag_run=SimpleNamespace(clear_number=0)))
+    second = create().execute(context(task_state_store=store, dag_run=SimpleNamespace(clear_number=1)))
+    assert first != second and _remaining(emu) == [second]
+
+
+def test_a_retry_reconnects_to_a_live_export(emu, hook):
+    store = FakeStateStore()
+    first = create().execute(context(task_state_store=store))
+    wait_done(hook, first)
+    assert create().execute(context(task_state_store=store)) == first and _remaining(emu) == [first]
+
+
+def test_killed_while_waiting_in_the_worker_deletes_the_export(emu, hook):
+    emu.configure(in_progress_seconds=30)
+    op = create(wait_for_completion=True, deferrable=False, poll_interval=0.05, max_poll_interval=0.1)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(context())
+        except BaseException as err:  # the wait ends once the export is gone
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while op._export_id is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert op._export_id is not None
+    op.on_kill()
+    thread.join(10)
+    assert _remaining(emu) == [] and len(errors) == 1 and isinstance(errors[0], VoucherifyNotFoundError)
+
+
+def test_killed_while_deferred_the_trigger_deletes_the_export(emu, hook):
+    export_id = create().execute(context())
+    asyncio.run(VoucherifyExportTrigger(export_id, "voucherify_test", time.time() + 60).on_kill())
+    assert _remaining(emu) == [export_id]  # a sensor's trigger: not its export to delete
+    trigger = VoucherifyExportTrigger(export_id, "voucherify_test", time.time() + 60, delete_on_kill=True)
+    assert trigger.serialize()[1]["delete_on_kill"] is True
+    asyncio.run(trigger.on_kill())
+    assert _remaining(emu) == []
+
+
+def test_a_final_failure_deletes_the_export(emu, hook):
+    def user_callback(context):
+        calls.append(context)
+
+    calls: list[object] = []
+    op = create(on_failure_callback=user_callback)
+    store = FakeStateStore()
+    export_id = op.execute(context(task_state_store=store))
+    assert op.on_failure_callback[0] is user_callback  # the user's callbacks stay, ours comes after
+    assert not op.on_retry_callback  # Airflow 3.3 reconnects on retry: a retry keeps the export
+    fresh = create()  # a deferred task resumes in a new process: the id comes from the task state store
+    final = context(task_state_store=store, ti=SimpleNamespace(try_number=3, max_tries=2))
+    for callback in fresh.on_failure_callback:
+        callback(final)
+    assert _remaining(emu) == [] and export_id
