@@ -31,6 +31,13 @@ VOUCHERIFY_HISTORY_START        a year before VOUCHERIFY_START_DATE   first day 
 VOUCHERIFY_HISTORY_SPAN         month                                 one export per month, quarter, year, or
                                                                       all (one export up to the daily start)
 VOUCHERIFY_HISTORY_MAX_ACTIVE   2                                     concurrent history runs per object
+VOUCHERIFY_COLUMN_POLICIES      (none)                                personal_data (the catalog's suggestions)
+                                                                      or JSON {"customer": {"email": "hash"}}
+VOUCHERIFY_HASH_KEY_CONN_ID     (none)                                connection whose password is the hash key
+VOUCHERIFY_HASH_KEY_VARIABLE    (none)                                or the Variable holding it
+VOUCHERIFY_DELETE_EXPORTS       true                                  delete each export once landed
+VOUCHERIFY_DELETED_RECORDS      keep                                  records deleted in Voucherify, in the
+                                                                      current-state table: keep, redact, remove
 =============================== ===================================== ========================================
 """
 # --8<-- [end:settings]
@@ -95,6 +102,48 @@ HISTORY_SPANS = {"month": "@monthly", "quarter": "@quarterly", "year": "@yearly"
 if HISTORY_SPAN not in HISTORY_SPANS:
     raise ValueError(f"VOUCHERIFY_HISTORY_SPAN must be one of {', '.join(HISTORY_SPANS)}, got {HISTORY_SPAN!r}")
 HISTORY_MAX_ACTIVE = int(_env("VOUCHERIFY_HISTORY_MAX_ACTIVE", "2"))
+DELETE_EXPORTS = _env("VOUCHERIFY_DELETE_EXPORTS", "true").lower() in ("1", "true", "yes")
+DELETED_RECORDS = _env("VOUCHERIFY_DELETED_RECORDS", "keep").lower()
+
+
+# --8<-- [start:privacy]
+def _column_policies() -> dict[str, Any]:
+    """VOUCHERIFY_COLUMN_POLICIES per object: ``personal_data`` (every object, the catalog's suggestions) or a
+    JSON mapping of object to ``{field: "drop" | "hash"}``; the operators check each at parse time."""
+    import json
+
+    text = os.environ.get("VOUCHERIFY_COLUMN_POLICIES", "").strip()
+    if not text:
+        return {}
+    if text == "personal_data":
+        return dict.fromkeys(catalog.OBJECTS, text)
+    try:
+        policies = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"VOUCHERIFY_COLUMN_POLICIES is neither 'personal_data' nor JSON ({err}); e.g. "
+                         '{"customer": {"email": "hash", "phone": "drop"}}') from None
+    unknown = set(policies) - set(catalog.OBJECTS) if isinstance(policies, dict) else {"(not a mapping)"}
+    if unknown:
+        raise ValueError(f"VOUCHERIFY_COLUMN_POLICIES names {', '.join(sorted(unknown))}; objects are "
+                         f"{', '.join(catalog.OBJECTS)}.")
+    return policies
+
+
+COLUMN_POLICIES = _column_policies()
+PRIVACY: dict[str, Any] = {
+    "hash_key_conn_id": os.environ.get("VOUCHERIFY_HASH_KEY_CONN_ID") or None,
+    "hash_key_variable": os.environ.get("VOUCHERIFY_HASH_KEY_VARIABLE") or None,
+    "delete_export": DELETE_EXPORTS,
+}
+
+
+def _exported_fields(obj: catalog.ExportedObject) -> list[str]:
+    """Every field, less the dropped ones: what is never landed is not exported either."""
+    from voucherify_provider.privacy import parse_policies
+
+    dropped = parse_policies(obj, COLUMN_POLICIES.get(obj.name)).dropped
+    return [f for f in obj.fields if f not in dropped]
+# --8<-- [end:privacy]
 
 # --8<-- [start:destination]
 # Params override per run; an empty destination falls back to the Variable, then to the env default.
@@ -203,7 +252,7 @@ def _land_kwargs(pair: Any) -> dict[str, Any]:
 def build_dag(obj: catalog.ExportedObject) -> DAG:
     """One DAG landing one exported object."""
     mode = _mode(obj)
-    fields = list(obj.fields)
+    fields = _exported_fields(obj)
     # --8<-- [start:dag]
     with DAG(
         dag_id=f"voucherify_{obj.name}",
@@ -232,7 +281,8 @@ def build_dag(obj: catalog.ExportedObject) -> DAG:
         waiting: dict[str, Any] = {"wait_for_completion": True, "deferrable": DEFERRABLE,
                                    "poll_interval": POLL_INTERVAL}
         landing: dict[str, Any] = {"destination": DESTINATION_TEMPLATE, "destination_conn_id": DESTINATION_CONN_ID,
-                                   "outlets": [Asset(name=f"voucherify.{obj.name}")], **common}
+                                   "outlets": [Asset(name=f"voucherify.{obj.name}")],
+                                   "column_policies": COLUMN_POLICIES.get(obj.name), **PRIVACY, **common}
         # --8<-- [end:task_args]
         # --8<-- [start:windowed]
         if mode in ("window", "changes"):
@@ -270,8 +320,9 @@ def _current_state(obj: catalog.ExportedObject, land: Any, common: dict[str, Any
                                          windowed=False, **waiting, **common)
     ids_landed = VoucherifyDownloadToWarehouseOperator(
         task_id="land_ids", export_id=ids.output, destination=DESTINATION_TEMPLATE + "/_reconcile",
-        destination_conn_id=DESTINATION_CONN_ID, outlets=[], **common)
-    mark = VoucherifyMarkDeletedOperator(task_id="mark_deleted", snapshot=ids_landed.output, **target)
+        destination_conn_id=DESTINATION_CONN_ID, outlets=[], delete_export=DELETE_EXPORTS, **common)
+    mark = VoucherifyMarkDeletedOperator(task_id="mark_deleted", snapshot=ids_landed.output,
+                                         deleted_records=DELETED_RECORDS, **target)
     due >> ids >> ids_landed >> mark
     merge >> mark
 # --8<-- [end:current_state]
@@ -357,12 +408,12 @@ def build_history_dag(obj: catalog.ExportedObject, timetable: Any, first: dateti
         span = history_window(history_end=START_DATE.isoformat())
         window = {"window_start": span["window_start"], "window_end": span["window_end"]}
         export = VoucherifyCreateExportOperator(
-            task_id="export", fields=list(obj.fields), incremental=mode == "changes", order=order,
+            task_id="export", fields=_exported_fields(obj), incremental=mode == "changes", order=order,
             wait_for_completion=True, deferrable=DEFERRABLE, poll_interval=POLL_INTERVAL, **window, **common)
         land = VoucherifyDownloadToWarehouseOperator(
             task_id="land", export_id=export.output, partition_schedule=SCHEDULE, destination=DESTINATION_TEMPLATE,
             destination_conn_id=DESTINATION_CONN_ID, outlets=[Asset(name=f"voucherify.{obj.name}")], **window,
-            **common)
+            column_policies=COLUMN_POLICIES.get(obj.name), **PRIVACY, **common)
         if mode == "changes":
             VoucherifyMergeCurrentStateOperator(
                 task_id="merge_current_state", landed=land.output, exported_object=obj.name,
@@ -390,6 +441,39 @@ readers{", the current-state merge" if mode == "changes" else ""} and later dail
 """
 
 
+# --8<-- [start:erasure]
+def build_erasure_dag() -> DAG:
+    """``voucherify_erasure``: trigger it with the ids of customers deleted in Voucherify (an erasure request);
+    it removes the customers' rows and redacts what their orders, redemptions, publications and vouchers say
+    about them, in every landed partition and current-state table, with an audit record."""
+    from voucherify_provider.operators.erasure import VoucherifyEraseRecordsOperator
+
+    with DAG(
+        dag_id="voucherify_erasure",
+        description="Voucherify: erase customers from the lake (an erasure request)",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        render_template_as_native_obj=True,  # the ids param renders as a list
+        tags=["voucherify", "privacy"],
+        doc_md=build_erasure_dag.__doc__,
+        params={"customer_ids": Param([], type="array", items={"type": "string"},
+                                      description="Ids of the customers to erase (cust_...)."),
+                "destination": DESTINATION_PARAM},
+    ) as dag:
+        for obj in catalog.OBJECTS.values():
+            if obj.customer_field is None or obj.name not in OBJECTS:
+                continue
+            VoucherifyEraseRecordsOperator(
+                task_id=f"erase_{obj.name}", exported_object=obj.name, ids="{{ params.customer_ids }}",
+                match_field=obj.customer_field, action="remove" if obj.name == "customer" else "redact",
+                destination=DESTINATION_TEMPLATE, destination_conn_id=DESTINATION_CONN_ID,
+                hash_key_conn_id=PRIVACY["hash_key_conn_id"], hash_key_variable=PRIVACY["hash_key_variable"])
+    return dag
+# --8<-- [end:erasure]
+
+
+voucherify_erasure = build_erasure_dag()
 _history = _history_timetable() if HISTORY else None
 for _name in OBJECTS:
     globals()[f"voucherify_{_name}"] = build_dag(catalog.get_object(_name))

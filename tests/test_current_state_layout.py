@@ -6,7 +6,6 @@ keyed by id, newest change wins) says what every table must hold."""
 
 from __future__ import annotations
 
-import json
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import ObjectStoragePath
 
+from tests.support.tables import write_id_list
 from voucherify_provider import catalog
 from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing import current_state as cs
@@ -156,17 +156,6 @@ def test_an_unpartitioned_table_of_the_older_layout_is_migrated_in_one_commit(ta
     assert rows["ord_2"]["status"] == "PAID" and rows["ord_3"]["_deleted"] is True
     assert {r[delta_files.PARTITION] for r in rows.values()} == {
         (T0 + timedelta(days=17 * k)).strftime("%Y-%m") for k in range(12)}
-
-
-def write_id_list(folder: Path, ids: list[tuple[str, datetime]], fields: tuple[str, ...] = ("id", "created_at")
-                  ) -> ObjectStoragePath:
-    """A landed full id list, as the reconcile's export lands it (Parquet + manifest)."""
-    folder.mkdir(parents=True)
-    columns = {"id": pa.array([i for i, _ in ids], pa.string()),
-               "created_at": pa.array([c for _, c in ids], cs.TIME)}
-    pq.write_table(pa.table({f: columns[f] for f in fields}), folder / "part-0.parquet")
-    (folder / "_manifest.json").write_text(json.dumps({"fields": list(fields), "files": [{"path": "part-0.parquet"}]}))
-    return ObjectStoragePath(str(folder))
 
 
 @pytest.mark.parametrize("file_rows", [1_000_000, 2], ids=["a-file-a-month", "several-files-a-month"])

@@ -30,8 +30,12 @@ def test_dagbag_integrity_without_network(monkeypatch):
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
     assert bag.import_errors == {}  # DagBag also rejects cycles as import errors
     history = [f"voucherify_{name}_history" for name, obj in catalog.OBJECTS.items() if obj.windowable]
-    assert sorted(bag.dag_ids) == sorted([f"voucherify_{name}" for name in catalog.OBJECTS] + history)
-    for dag in bag.dags.values():
+    assert sorted(bag.dag_ids) == sorted([f"voucherify_{name}" for name in catalog.OBJECTS] + history
+                                         + ["voucherify_erasure"])
+    erasure = bag.dags["voucherify_erasure"]  # manual only: an erasure request names its customers
+    assert erasure.timetable.__class__.__name__ == "NullTimetable" and "erasure" in (erasure.doc_md or "")
+    assert sorted(erasure.task_dict) == sorted(f"erase_{o.name}" for o in catalog.OBJECTS.values() if o.customer_field)
+    for dag in (d for d in bag.dags.values() if d is not erasure):
         assert dag.doc_md and "backfill" in dag.doc_md.lower(), dag.dag_id
         assert dag.timetable.__class__.__name__ == "CronDataIntervalTimetable"
         assert dag.max_active_runs >= 1 and "voucherify" in dag.tags
