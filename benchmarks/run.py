@@ -30,6 +30,8 @@ from benchmarks.history import targets as history_targets
 from benchmarks.history import text as history_text
 from benchmarks.incremental import incremental_vs_snapshot
 from benchmarks.inputs import make_redemption_csv
+from benchmarks.privacy import hashing_cost
+from benchmarks.privacy import text as privacy_text
 from benchmarks.table_formats import table_formats
 from harness.paths import REPO_ROOT as ROOT
 from harness.process import run_engine
@@ -222,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--e2e-rows", type=int, default=2_000_000)
     parser.add_argument("--windows", type=int, default=30)
-    parser.add_argument("--sections", default="landing,api_economy,incremental,current_state,history",
+    parser.add_argument("--sections", default="landing,privacy,api_economy,incremental,current_state,history",
                         help="landing (landing, stages, end to end, parse), api_economy (a backfill under the real "
                         "scheduler), incremental (change "
                         "windows vs snapshot, current-state table formats), current_state (merges, reconcile and "
                         "compaction at 1M-50M records), history (a year of history DAGs against the per-day "
-                        "backfill, and the landing's memory for 30 days against one)")
+                        "backfill, and the landing's memory for 30 days against one), privacy (the landing with "
+                        "hashed columns against without)")
     parser.add_argument("--history-days", type=int, default=7,
                         help="days of the per-day backfill the history load is compared with (extrapolated)")
     parser.add_argument("--history-rows-per-day", type=int, default=2000, help="redemptions per day of history")
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         checks = None if args.smoke else targets(results, e2e, parse)
         report.update({"landing": results, "stages": {"rows": stage_size, "seconds": stage_seconds},
                        "end_to_end": e2e, "parse_cost": parse, "targets": checks})
+    if "privacy" in sections:
+        report["privacy"] = hashing_cost(5000 if args.smoke else sizes[len(sizes) // 2], runs, args.work)
     if "api_economy" in sections:
         if args.smoke:  # two windows, short exports, quick polls: the code path, not the figures
             api = api_economy(2, (1.0, 3.0), 100, args.work, {"VOUCHERIFY_POLL_INTERVAL": "1"})
@@ -296,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stages at {stage_size} rows: parse alone {stage_seconds['parse_stage']:.2f}s, writer alone "
               f"{stage_seconds['encode_stage']:.2f}s, both overlapped in the landing {landed:.2f}s")
         print(report_text(e2e, parse, checks))
+    if "privacy" in sections:
+        print(privacy_text(report["privacy"]))
     if "api_economy" in sections:
         print(api_text(report["api_economy"], report["api_economy"]["targets"]))
     if "incremental" in sections:

@@ -43,11 +43,15 @@ def main() -> int:
             print(f"Airflow is up on http://127.0.0.1:{airflow.port} ; emulator on {emulator.base_url}", flush=True)
             print(f"Backfilling {len(dag_ids)} DAGs over {FIRST_DAY}..{LAST_DAY} under the scheduler...", flush=True)
             states = airflow.wait_for_backfills(backfills)
+        exports = emulator.exports()
     failed = [s for s in states if s[2] != "success"]
     if len(states) != len(dag_ids) * 3:
         failed.append(("all", f"{len(states)} runs instead of {len(dag_ids) * 3}", "missing"))
     print(render(partitions(WAREHOUSE)))
     print(current_states(WAREHOUSE))
+    left = [e for e in exports if not e["deleted"]]
+    print(f"\nVoucherify exports: {len(exports)} made, {len(exports) - len(left)} deleted once landed, {len(left)} "
+          "left in the project")
     print(f"\n{len(states) - len(failed)} of {len(states)} DAG runs succeeded in {time.monotonic() - started:.0f}s; "
           f"Parquet under {WAREHOUSE}")
     for dag_id, run_id, state in failed:

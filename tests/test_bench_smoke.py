@@ -23,12 +23,14 @@ def smoke(tmp_path: Path, sections: str) -> tuple[dict[str, Any], str]:
 
 
 def test_bench_smoke(tmp_path):
-    report, stdout = smoke(tmp_path, "landing,incremental,current_state")
+    report, stdout = smoke(tmp_path, "landing,privacy,incremental,current_state")
     engines = {(r["size"], r["engine"]) for r in report["landing"]}
     assert engines == {(s, e) for s in (2000, 5000) for e in ("provider", "pyarrow", "pandas", "duckdb", "polars")}
     assert not {"pandas", "pyarrow"} & set(report["parse_cost"]["heavy_modules_at_parse"])
     assert "vs pyarrow" in stdout and "parse alone" in stdout
     assert set(report["stages"]["seconds"]) == {"parse_stage", "encode_stage"}
+    privacy = report["privacy"]
+    assert privacy["rows"] == 5000 and privacy["time_ratio"] > 0 and "column policies at 5000 rows" in stdout
     e2e = report["end_to_end"]
     assert e2e["rows"] == 3000 and e2e["overhead"] > 0
     assert set(e2e["seconds"]) == set(e2e["process_seconds"]) == {"pipeline", "download_then_pyarrow"}

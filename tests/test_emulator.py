@@ -11,17 +11,15 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from harness.paths import REPO_ROOT
 from tests.support.exports import wait_done, window_filter
 from voucherify_provider.emulator import EmulatorConfig, run_emulator
 from voucherify_provider.emulator.dataset import DAY_MS, FAILURE_CODES, Dataset, to_ms
 from voucherify_provider.emulator.server import free_port
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class ManualClock:
@@ -304,7 +302,7 @@ MEMORY_PROBE = textwrap.dedent("""
 
 
 def test_millions_of_rows_cost_no_memory():
-    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE], cwd=REPO, capture_output=True, text=True,
+    probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE], cwd=REPO_ROOT, capture_output=True, text=True,
                            timeout=120)
     assert probe.returncode == 0, probe.stderr
     seen = json.loads(probe.stdout.strip().splitlines()[-1])

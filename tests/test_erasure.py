@@ -5,6 +5,7 @@ audit record of hashed ids. Real landings from the emulator, read back with Duck
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -193,3 +194,30 @@ def test_bad_erasure_arguments_fail_at_parse_time():
     with pytest.raises(VoucherifyConfigError, match="Unknown field 'client_id' for exported object 'redemption'"):
         VoucherifyEraseRecordsOperator(task_id="e", exported_object="redemption", ids=["x"], destination="/tmp/l",
                                        match_field="client_id")
+
+
+def test_a_column_landed_hashed_is_erased_with_the_key(emu, hook, tmp_path, monkeypatch):
+    key = "erasure-test-hash-key-0123456789"
+    monkeypatch.setenv("AIRFLOW_CONN_VOUCHERIFY_HASH_KEY", json.dumps({"conn_type": "generic", "password": key}))
+    lake, day = tmp_path / "lake", DAYS[0]
+    ctx = context(data_interval_start=day, data_interval_end=day + timedelta(days=1))
+    export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="redemption",
+                                               fields=["id", "date", "customer_id", "customer_name"],
+                                               voucherify_conn_id=CONN_ID).execute(ctx)
+    wait_done(hook, export_id)
+    land(lake, export_id, exported_object="redemption", column_policies={"customer_id": "hash"},
+         hash_key_conn_id="voucherify_hash_key").execute(ctx)
+    files = f"read_parquet('{lake}/redemption/*/*.parquet')"
+    landed_ids = {r[0] for r in _sql(f"SELECT id FROM {files}")}
+    owners = {r["id"]: r["customer_id"] for r in emu.state("redemption", ["id", "customer_id"])}
+    customer = owners[sorted(landed_ids)[0]]
+    theirs = sum(1 for i in landed_ids if owners[i] == customer)
+    digest = hmac.new(key.encode(), customer.encode(), "sha256").hexdigest()
+    assert _sql(f"SELECT count(*) FROM {files} WHERE customer_id = '{digest}'") == [(theirs,)]
+    result = VoucherifyEraseRecordsOperator(task_id="e", exported_object="redemption", ids=[customer],
+                                            match_field="customer_id", destination=str(lake),
+                                            hash_key_conn_id="voucherify_hash_key").execute(context())
+    assert result["rows_erased"] == theirs and _sql(f"SELECT count(*) FROM {files} WHERE customer_id = "
+                                                   f"'{digest}'") == [(0,)]
+    audit = json.loads(next((lake / "_erasure" / "redemption").glob("*.json")).read_text())
+    assert audit["algorithm"] == "HMAC-SHA256" and audit["ids"] == [digest]

@@ -46,7 +46,7 @@ HISTORY_SPAN_MS = 15 * DAY_MS
 ORDER_STATUSES = ("CREATED", "PAID", "FULFILLED", "CANCELED")
 
 
-def _mix(*parts: int) -> int:
+def mix(*parts: int) -> int:
     """splitmix64 over the parts: a fast, well-spread deterministic hash."""
     x = 0x9E3779B97F4A7C15
     for p in parts:
@@ -59,7 +59,7 @@ def _mix(*parts: int) -> int:
 _SALT = {name: i + 1 for i, name in enumerate(SIZES)}
 
 
-def _tag(h: int, n: int = 6) -> str:
+def tag(h: int, n: int = 6) -> str:
     """``n`` lowercase hex characters of a hash (ids look random but are reproducible)."""
     return f"{h:016x}"[:n]
 
@@ -136,7 +136,7 @@ class Dataset:
     def record_id(self, obj: str, i: int) -> str:
         """Stable id of record ``i``; the index is recoverable from its last 8 hex digits."""
         prefix = "rr_" if obj == "redemption" and self.is_rollback(i) else ID_PREFIX[obj]
-        return f"{prefix}{_tag(_mix(self.seed, _SALT[obj], i, 1))}{i:08x}"
+        return f"{prefix}{tag(mix(self.seed, _SALT[obj], i, 1))}{i:08x}"
 
     def index_of(self, obj: str, record_id: str) -> int | None:
         """Index of a record id, or None when it is not one of ours."""
@@ -150,7 +150,7 @@ class Dataset:
 
     def voucher_code(self, i: int) -> str:
         """Code of voucher ``i`` (unique)."""
-        return f"{_tag(_mix(self.seed, 99, i), 4).upper()}-{i:06d}"
+        return f"{tag(mix(self.seed, 99, i), 4).upper()}-{i:06d}"
 
     # -- redemption outcomes ------------------------------------------------------------------------
 
@@ -175,10 +175,10 @@ class Dataset:
         """
         if obj not in HISTORY_OBJECTS:
             return (), None
-        h = _mix(self.seed, _SALT[obj], i, 3)
+        h = mix(self.seed, _SALT[obj], i, 3)
         moment, times = self.created_ms(obj, i), []
         for j in range(h % 4):
-            g = _mix(h, j)
+            g = mix(h, j)
             kind, amount = g % 8, g >> 8
             if kind == 0:
                 moment = (moment // DAY_MS + 1) * DAY_MS  # exactly on the next midnight
@@ -212,7 +212,7 @@ class Dataset:
     def row(self, obj: str, i: int, as_of: int | None = None) -> dict[str, Any]:
         """Record ``i`` of ``obj`` as export field values (Python types; money in cents), as it was at
         ``as_of`` (None: now) with the updates made before then applied."""
-        h = _mix(self.seed, _SALT[obj], i)
+        h = mix(self.seed, _SALT[obj], i)
         created = self.created_ms(obj, i)
         row: dict[str, Any] = getattr(self, f"_{obj}")(i, h, created)
         if obj in HISTORY_OBJECTS:
@@ -263,7 +263,7 @@ class Dataset:
         rollback = self.is_rollback(i)
         failed = self.is_failure(i)
         target = i - 1 if rollback else i
-        th = _mix(self.seed, _SALT["redemption"], target)
+        th = mix(self.seed, _SALT["redemption"], target)
         cust = self._customer_ref(th)
         code = self.voucher_code(self._voucher_ref(th))
         return {
@@ -275,8 +275,8 @@ class Dataset:
             "promotion_tier_id": None,
             "customer_id": self.record_id("customer", cust),
             "customer_source_id": f"src-{cust}@example.com",
-            "customer_name": self._name(_mix(self.seed, _SALT["customer"], cust)),
-            "tracking_id": f"track_{_tag(th, 10)}",
+            "customer_name": self._name(mix(self.seed, _SALT["customer"], cust)),
+            "tracking_id": f"track_{tag(th, 10)}",
             "order_id": self.record_id("order", target % self.count("order")),
             "order_amount": (th % 50_000) + 100,
             "gift_amount": (th >> 12) % 2000 if th % 3 == 0 else None,
@@ -326,12 +326,12 @@ class Dataset:
             "gift_balance": (h % 300) * 100 if vtype == "GIFT_VOUCHER" else None,
             "loyalty_balance": h % 5000 if vtype == "LOYALTY_CARD" else None,
             "redemption_quantity": (h % 5) or None, "redemption_count": h % 3, "active": h % 10 != 0,
-            "qr_code": f"https://dl.voucherify.io/api/v1/assets/qr/{_tag(h, 12)}", "bar_code": None,
+            "qr_code": f"https://dl.voucherify.io/api/v1/assets/qr/{tag(h, 12)}", "bar_code": None,
             "metadata": self._metadata(h), "id": self.record_id("voucher", i), "is_referral_code": h % 11 == 0,
             "created_at": created, "updated_at": created + (h % 100) * 1000,
             "validity_timeframe_interval": None, "validity_timeframe_duration": None,
             "validity_day_of_week": "1,2,3,4,5" if h % 6 == 0 else None, "discount_amount_limit": None,
-            "campaign_id": f"camp_{_tag(h % 5, 8)}", "additional_info": 'Extra, "quoted"\ninfo' if h % 8 == 0 else None,
+            "campaign_id": f"camp_{tag(h % 5, 8)}", "additional_info": 'Extra, "quoted"\ninfo' if h % 8 == 0 else None,
             "customer_id": self.record_id("customer", cust), "discount_effect": None, "discount_unit_type": None,
             "discount_unit_effect": None, "validation_rules_id": None, "customer_source_id": f"src-{cust}@example.com",
         }
@@ -362,7 +362,7 @@ class Dataset:
     def _points_expiration(self, i: int, h: int, created: int) -> dict[str, Any]:
         expires = datetime.fromtimestamp((created + 180 * DAY_MS) / 1000, tz=timezone.utc).date()
         return {
-            "id": self.record_id("points_expiration", i), "campaign_id": f"camp_{_tag(h % 5, 8)}",
+            "id": self.record_id("points_expiration", i), "campaign_id": f"camp_{tag(h % 5, 8)}",
             "voucher_id": self.record_id("voucher", self._voucher_ref(h)), "points": (h % 100) * 10 + 10,
             "status": "ACTIVE" if h % 4 else "INACTIVE", "expires_at": expires,
         }
@@ -371,7 +371,7 @@ class Dataset:
         kind = ("CREDITS_REDEMPTION", "CREDITS_ADDITION", "POINTS_ACCRUAL", "POINTS_REDEMPTION")[h % 4]
         amount = (h % 5000) * (-1 if kind.endswith("REDEMPTION") else 1)
         return {
-            "id": self.record_id("voucher_transactions", i), "campaign_id": f"camp_{_tag(h % 5, 8)}",
+            "id": self.record_id("voucher_transactions", i), "campaign_id": f"camp_{tag(h % 5, 8)}",
             "voucher_id": self.record_id("voucher", self._voucher_ref(h)), "type": kind,
             "source_id": f"tx-{i}" if h % 2 else None, "status": "SUCCESS",
             "reason": "manual, \"adjustment\"" if h % 10 == 0 else None, "source": CHANNELS[h % 3],

@@ -7,7 +7,7 @@ import threading
 import time
 
 from voucherify_provider.emulator.config import EmulatorConfig
-from voucherify_provider.emulator.dataset import Dataset, _mix, _tag, to_ms
+from voucherify_provider.emulator.dataset import Dataset, mix, tag, to_ms
 from voucherify_provider.emulator.filters import parse_time
 
 
@@ -36,7 +36,7 @@ class Shared:
     def new_id(self, prefix: str) -> str:
         """A fresh id (``exp_``, ``ord_``, ``rr_``, ``aa_``...), reproducible after a reset."""
         n = next(self._counter)
-        return f"{prefix}{_tag(_mix(self.config.seed, n, 7), 16)}{n:08x}"
+        return f"{prefix}{tag(mix(self.config.seed, n, 7), 16)}{n:08x}"
 
     def data_changed(self) -> None:
         """Note a change to the data (an API-made order, a rollback): it keys the cached export files."""

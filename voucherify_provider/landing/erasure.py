@@ -50,17 +50,20 @@ def personal_columns(obj: ExportedObject, names: Sequence[str]) -> list[str]:
 class Erasure:
     """What to erase: rows of ``obj`` whose ``match_field`` is one of ``ids``; ``remove`` them, or
     ``redact`` them (null their :func:`personal_columns`, keep the rest: an order stays an order without its
-    customer)."""
+    customer). With the column-policy ``key``, a column landed hashed matches too: the ids' hashes join the
+    value set."""
 
     obj: ExportedObject
     match_field: str
     ids: Sequence[str]
     action: str
+    key: bytes | None = None
 
     @property
     def id_array(self) -> pa.Array:
-        """The ids as an Arrow value set."""
-        return string_array(list(self.ids))
+        """The ids (and, with a key, their hashes) as an Arrow value set."""
+        hashed = [hmac_hex(self.key, i) for i in self.ids] if self.key is not None else []
+        return string_array([*self.ids, *hashed])
 
     def matches(self, column: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Which values of a column are requested ids (nulls never are)."""
@@ -124,7 +127,7 @@ def _filtered_csv(path: ObjectStoragePath, erasure: Erasure) -> tuple[bytes, int
     if not rows or erasure.match_field not in rows[0]:
         return b"", 0
     header, index = rows[0], rows[0].index(erasure.match_field)
-    wanted, kept, hits = set(erasure.ids), [rows[0]], 0
+    wanted, kept, hits = set(erasure.id_array.to_pylist()), [rows[0]], 0
     blank = [i for i, name in enumerate(header) if name in personal_columns(erasure.obj, header)]
     for row in rows[1:]:
         if index < len(row) and row[index] in wanted:

@@ -43,8 +43,9 @@ class VoucherifyEraseRecordsOperator(BaseOperator):
     :param current_state: also erase from the current-state table (objects that have one).
     :param vacuum: delete the table's files no current version uses (all time travel before the erasure
         goes: the erased rows are in those files).
-    :param hash_key_conn_id: hash the audit record's ids with the column-policy key (so they compare with
-        hashed columns); default: plain SHA-256.
+    :param hash_key_conn_id: the column-policy key: columns landed hashed match the ids' hashes, and the
+        audit record hashes the ids with it (so they compare with hashed columns); default: no key, the
+        audit record's ids as plain SHA-256.
     :param hash_key_variable: or the Variable holding that key.
     """
 
@@ -95,12 +96,12 @@ class VoucherifyEraseRecordsOperator(BaseOperator):
                    if self.hash_key_conn_id or self.hash_key_variable else None)
             base = destination_path(self.destination, self.destination_conn_id)
         owner = staging_owner(context) or "erase"
-        erasure = Erasure(obj, field, ids, self.action)
+        erasure = Erasure(obj, field, ids, self.action, key)
         self.log.info("Erasing %d id(s) of %s by %s (%s)", len(ids), obj.name, field, self.action)
         partitions = erase_in_partitions(base / obj.name, erasure, owner)
         if field == obj.key_field:  # the reconcile id lists hold keys only
             partitions += erase_in_partitions(base / RECONCILE_FOLDER / obj.name,
-                                              Erasure(obj, field, ids, REMOVE), owner)
+                                              Erasure(obj, field, ids, REMOVE, key), owner)
         counts: dict[str, Any] = {"ids": len(ids), "partitions_rewritten": len(partitions),
                                   "rows_erased": sum(p["rows"] for p in partitions)}
         table = table_path(base, obj)

@@ -20,7 +20,6 @@ from voucherify_provider.landing.destination import (
     lineage_dataset_name,
     staging_owner,
 )
-from voucherify_provider.landing.paths import path_url
 from voucherify_provider.lineage import landing_lineage, no_lineage
 from voucherify_provider.outcomes import airflow_exception, config_errors_fail_task, fail_task
 from voucherify_provider.privacy import check_hash_key_source, parse_policies
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from voucherify_provider.hooks.voucherify import VoucherifyHook
-    from voucherify_provider.landing.export_landing import ExportLanding
-    from voucherify_provider.landing.split_landing import SplitLanding
 
 ON_BAD_VALUE = ("fail", "reject")
 
@@ -141,14 +138,11 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         return VoucherifyHook(self.voucherify_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """Resolve the destination, the export and its window (mistakes fail before any data moves), then
-        hand the files to :class:`~voucherify_provider.landing.export_landing.ExportLanding`."""
-        from voucherify_provider.landing.column_policies import AppliedPolicies
-        from voucherify_provider.landing.export_landing import ExportLanding
-        from voucherify_provider.landing.split_landing import SplitLanding
-        from voucherify_provider.landing.typed_csv import BadExportFileError, landed_schema
-        from voucherify_provider.landing.writer import ROW_GROUP_ROWS, PartitionWriter, ensure_writable
-        from voucherify_provider.privacy import resolve_hash_key
+        """Resolve the destination, the export, its window and the column policies (mistakes fail before any
+        data moves), then hand the files to the landing (:mod:`voucherify_provider.landing.plan`)."""
+        from voucherify_provider.landing.plan import plan_landing, resolve_policies
+        from voucherify_provider.landing.typed_csv import BadExportFileError
+        from voucherify_provider.landing.writer import ensure_writable
 
         with config_errors_fail_task():
             for bound, name in ((self.window_start, "window_start"), (self.window_end, "window_end")):
@@ -161,52 +155,25 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             if isinstance(export, dict):  # landed by an earlier try, which deleted the export
                 return export
             obj = catalog.get_object(str(export.exported_object))
-            fields = export.fields or list(obj.default_fields)
-            policies = parse_policies(obj, self.column_policies)
-            check_hash_key_source(policies, self.hash_key_conn_id, self.hash_key_variable)
-            key = resolve_hash_key(self.hash_key_conn_id, self.hash_key_variable) if policies.hashed else None
-            applied = AppliedPolicies(policies, key)
+            policies = resolve_policies(obj, self.column_policies, self.hash_key_conn_id, self.hash_key_variable)
             window = (Window.for_run if export.windowed else Window.snapshot)(self.window_start, self.window_end,
                                                                                context)
             if export.windowed:
                 self._check_window(export, window)
-            pieces = window.split(self.partition_schedule) if self.partition_schedule and export.windowed else [window]
-            schema, owner = landed_schema(obj, fields, applied), staging_owner(context)
-            rows_per_group = self.row_group_rows or ROW_GROUP_ROWS
-
-            def writer_for(piece: Window) -> PartitionWriter:
-                return PartitionWriter(
-                    base / obj.name / piece.partition, schema, owner=owner, row_group_rows=rows_per_group,
-                    metadata={"voucherify.export_id": self.export_id, "voucherify.object": obj.name,
-                              "voucherify.window_start": piece.start.isoformat(),
-                              "voucherify.window_end": piece.end.isoformat()})
-
-            writer = writer_for(window)
-            ensure_writable(writer.partition)
-        common: dict[str, Any] = {
-            "export_id": self.export_id, "obj": obj, "fields": fields, "window": window, "windowed": export.windowed,
-            "changes": export.is_change_window(obj), "log": self.log, "on_bad_value": self.on_bad_value,
-            "max_download_attempts": self.max_download_attempts, "progress_every_seconds": self.progress_every_seconds,
-            "policies": applied}
-        split = len(pieces) > 1
-        landing: ExportLanding | SplitLanding = (
-            SplitLanding(partitions=pieces, writer_for=writer_for, row_group_rows=rows_per_group, owner=owner,
-                         **common) if split
-            else ExportLanding(writer=writer, **common))
-        if not split and (swept := writer.sweep_staged()):
-            self.log.info("Removed %d file(s) an earlier try of this task left staged", swept)
+            plan = plan_landing(
+                base=base, export=export, export_id=self.export_id, window=window,
+                partition_schedule=self.partition_schedule, policies=policies, owner=staging_owner(context),
+                row_group_rows=self.row_group_rows, log=self.log, on_bad_value=self.on_bad_value,
+                max_download_attempts=self.max_download_attempts, progress_every_seconds=self.progress_every_seconds)
         try:
-            landed = landing.land(self.hook.download_export(self.export_id, export.raw))
+            outcome = plan.land(self.hook.download_export(self.export_id, export.raw))
         except (BadExportFileError, VoucherifySecurityError) as err:  # the same file or URL on every retry
-            writer.abort()
             fail_task(str(err))
-        except BaseException:
-            writer.abort()
-            raise
-        result = self._split_landed(context, obj.name, pieces, writer_for, landed) if split else \
-            self._landed(context, obj.name, writer.partition, landed)
+        self.log.info("%s", outcome.message)
+        self._emit_asset_event(context, outcome.event)
+        self._lineage = (obj.name, outcome.partition, outcome.lineage_manifest)
         self._delete_landed_export()
-        return result
+        return outcome.result
 
     def _delete_landed_export(self) -> None:
         """The landing is committed: its export (every exported field, downloadable) goes from Voucherify.
@@ -222,29 +189,6 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
                              "with VoucherifyHook.delete_export.", self.export_id, type(err).__name__)
             return
         self.log.info("Deleted export %s in Voucherify (landed; delete_export=False keeps exports)", self.export_id)
-
-    def _landed(self, context: Context, obj: str, partition: ObjectStoragePath,
-                manifest: dict[str, Any]) -> dict[str, Any]:
-        """One partition landed: log, asset event, lineage; the manifest and where it landed."""
-        self.log.info("Landed %s rows of %s in %s (%d file(s))", manifest["rows"], obj, partition,
-                      len(manifest["files"]))
-        self._emit_asset_event(context, {"partition": str(partition), "rows": manifest["rows"],
-                                         "export_id": self.export_id, "object": obj})
-        self._lineage = (obj, partition, manifest)
-        return {**manifest, "partition": path_url(partition)}  # where it landed, for downstream tasks
-
-    def _split_landed(self, context: Context, obj: str, pieces: list[Window],
-                      writer_for: Any, summary: dict[str, Any]) -> dict[str, Any]:
-        """A long window landed as the partitions of ``partition_schedule``: log, asset event, lineage."""
-        last = writer_for(pieces[-1]).partition
-        self.log.info("Landed %s rows of %s in %d partitions of %s under %s", summary["rows"], obj,
-                      len(summary["partitions"]), self.partition_schedule, last.parent)
-        self._emit_asset_event(context, {"partition": str(last), "partitions": len(summary["partitions"]),
-                                         "rows": summary["rows"], "export_id": self.export_id, "object": obj,
-                                         "window_start": summary["window_start"], "window_end": summary["window_end"]})
-        self._lineage = (obj, last, {"schema": summary["schema"], "rows": summary["rows"],
-                                     "files": [{"bytes": sum(p["bytes"] for p in summary["partitions"])}]})
-        return summary
 
     def _done_export(self, base: ObjectStoragePath, context: Context) -> ExportDescription | dict[str, Any]:
         """The export, which must be DONE and of this task's object; or, when an earlier try of this task

@@ -11,7 +11,7 @@ from typing import Any
 from voucherify_provider import catalog
 from voucherify_provider.emulator.api_errors import api_error, invalid_payload, not_found, unauthorized
 from voucherify_provider.emulator.config import EmulatorConfig
-from voucherify_provider.emulator.dataset import MASK, _mix, iso_ms
+from voucherify_provider.emulator.dataset import MASK, iso_ms, mix
 from voucherify_provider.emulator.exports.files import ExportFiles
 from voucherify_provider.emulator.filters import FilterError, compile_filters
 from voucherify_provider.emulator.shared import Shared, now_ms
@@ -114,7 +114,7 @@ class ExportsModel:
                 id=export_id, exported_object=name,
                 parameters={k: params[k] for k in ("order", "fields", "filters") if k in params},
                 created_clock=self.clock(), created_at_ms=now_ms(), fails=fails,
-                duration_draw=_mix(self.config.seed, int(export_id[-8:], 16), 11) / MASK,
+                duration_draw=mix(self.config.seed, int(export_id[-8:], 16), 11) / MASK,
             )
             self.records[record.id] = self.history[record.id] = record
             # The create answer is an ExportScheduledBase: always SCHEDULED, and ``user_id`` a required
