@@ -221,3 +221,93 @@ def test_a_column_landed_hashed_is_erased_with_the_key(emu, hook, tmp_path, monk
                                                    f"'{digest}'") == [(0,)]
     audit = json.loads(next((lake / "_erasure" / "redemption").glob("*.json")).read_text())
     assert audit["algorithm"] == "HMAC-SHA256" and audit["ids"] == [digest]
+
+
+def test_an_erasure_racing_a_landing_erases_from_what_the_landing_committed(emu, hook, tmp_path, monkeypatch):
+    """A landing commits the partition while the erasure rewrites it: the erasure's commit notices (under
+    the lock), rewrites from the new manifest, and the landing's files are not lost."""
+    from voucherify_provider.landing import erasure as erasure_module
+
+    lake, day = tmp_path / "lake", DAYS[0]
+    ctx = context(data_interval_start=day, data_interval_end=day + timedelta(days=1))
+    export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="redemption",
+                                               voucherify_conn_id=CONN_ID).execute(ctx)
+    wait_done(hook, export_id)
+    land(lake, export_id, exported_object="redemption", delete_export=False).execute(ctx)
+    partition = lake / "redemption" / "window_start=20240102T000000Z"
+    victim = pq.read_table(next(partition.glob("*.parquet"))).column("id")[0].as_py()
+    rewrite, raced = erasure_module._rewrite, []
+
+    def racing(*args, **kwargs):
+        if not raced:  # a landing of the same window commits between the erasure's read and its commit
+            raced.append(land(lake, export_id, exported_object="redemption", delete_export=False).execute(ctx))
+        return rewrite(*args, **kwargs)
+
+    monkeypatch.setattr(erasure_module, "_rewrite", racing)
+    result = VoucherifyEraseRecordsOperator(task_id="e", exported_object="redemption", ids=[victim],
+                                            destination=str(lake)).execute(context())
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    ids = duckdb.sql(f"SELECT id FROM read_parquet('{partition}/*.parquet')").fetchall()
+    assert raced and result["rows_erased"] == 1 and victim not in {r[0] for r in ids}
+    assert len(ids) == raced[0]["rows"] - 1 == manifest["rows"] and manifest["written_at"] == raced[0]["written_at"]
+
+
+def test_rejected_rows_files_are_erased_too_and_an_aborted_rewrite_keeps_them(emu, hook, tmp_path, monkeypatch):
+    import base64
+
+    from voucherify_provider.landing import writer as writer_module
+
+    lake = tmp_path / "lake"
+    export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="customer", voucherify_conn_id=CONN_ID,
+                                               fields=["id", "created_at", "email", "orders_total_amount"]
+                                               ).execute(context())
+    wait_done(hook, export_id)
+    body = (b"ID,Created At,Email,Orders Total Amount\n"
+            b"cust_a,2024-01-02T10:00:00.000Z,a@example.com,lots\n"
+            b"cust_b,2024-01-02T11:00:00.000Z,b@example.com,100\n")
+    emu.inject({"route": "download_export", "body_base64": base64.b64encode(body).decode(), "count": 4})
+    land(lake, export_id, exported_object="customer", on_bad_value="reject").execute(context())
+    partition = lake / "customer" / "window_start=20240102T000000Z"
+    before = sorted(p.name for p in partition.iterdir())
+    commit = writer_module.PartitionWriter.commit
+
+    def failing(self, *args, **kwargs):
+        raise OSError("the store went away mid-erasure")
+
+    monkeypatch.setattr(writer_module.PartitionWriter, "commit", failing)
+    erase = VoucherifyEraseRecordsOperator(task_id="e", exported_object="customer", ids=["cust_a"],
+                                           destination=str(lake), current_state=False)
+    with pytest.raises(OSError):
+        erase.execute(context())
+    assert sorted(p.name for p in partition.iterdir()) == before  # the live rejected-rows file included
+    monkeypatch.setattr(writer_module.PartitionWriter, "commit", commit)
+    assert erase.execute(context())["rows_erased"] == 1
+    manifest = json.loads((partition / "_manifest.json").read_text())
+    (side,) = manifest["side_files"]
+    assert "cust_a" not in (partition / side["path"]).read_text() and "a@example.com" not in (
+        partition / side["path"]).read_text()
+    assert sorted(p.name for p in partition.iterdir()) == sorted(
+        ["_manifest.json", side["path"], *[f["path"] for f in manifest["files"]]])
+
+
+def test_a_table_refuses_changes_landed_under_other_policies(emu, hook, tmp_path, monkeypatch):
+    from voucherify_provider.outcomes import airflow_exception
+
+    monkeypatch.setenv("AIRFLOW_VAR_KEY", "a-hash-key-long-enough-0123456789")
+    lake = tmp_path / "lake"
+    first = _land_changes(hook, lake, "customer", DAYS[0])
+    merge = VoucherifyMergeCurrentStateOperator(task_id="m", landed=first, exported_object="customer",
+                                                destination=str(lake))
+    merge.execute(context())
+    day = DAYS[1]
+    ctx = context(data_interval_start=day, data_interval_end=day + timedelta(days=1))
+    export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="customer", incremental=True,
+                                               fields=list(CUSTOMER.fields), voucherify_conn_id=CONN_ID).execute(ctx)
+    wait_done(hook, export_id)
+    hashed = land(lake, export_id, exported_object="customer", column_policies={"email": "hash"},
+                  hash_key_variable="key").execute(ctx)
+    merge.landed = hashed
+    with pytest.raises(airflow_exception("AirflowFailException"), match="would mix clear and hashed values"):
+        merge.execute(context())
+    assert not cs.current_state_dataset(str(lake / "current" / "customer")).to_table().filter(
+        pa.compute.equal(pa.compute.utf8_length(pa.compute.field("email")), 64)).num_rows  # nothing merged

@@ -44,7 +44,7 @@ def test_a_failing_delete_leaves_the_landing_whole_and_says_so(emu, hook, tmp_pa
     emu.inject({"route": "delete_export", "status": 403})
     manifest = land(tmp_path, export_id, exported_object="redemption").execute(context())
     assert manifest["rows"] > 0 and _remaining(emu) == [export_id]
-    assert f"export {export_id} could not be deleted" in capfd.readouterr().out
+    assert f"Export {export_id} could not be deleted" in capfd.readouterr().out
 
 
 def test_a_retry_after_the_delete_returns_what_the_earlier_try_landed(emu, hook, tmp_path):
@@ -129,3 +129,34 @@ def test_a_final_failure_deletes_the_export(emu, hook):
     for callback in fresh.on_failure_callback:
         callback(final)
     assert _remaining(emu) == [] and export_id
+
+
+def test_killed_with_retries_left_keeps_the_export_for_the_reconnect(emu, hook):
+    """Airflow 3.3 reconnects on retry; a SIGTERM is as often a worker shutting down as a user's kill."""
+    op = create()
+    export_id = op.execute(context(ti=SimpleNamespace(try_number=1, max_tries=3, stats_tags={})))
+    op.on_kill()
+    assert _remaining(emu) == [export_id]
+    op._ti = SimpleNamespace(try_number=4, max_tries=3)  # the last try: nobody will reconnect
+    op.on_kill()
+    assert _remaining(emu) == []
+
+
+def test_a_landing_failing_for_good_deletes_its_export(emu, hook, tmp_path):
+    export_id = done_export(emu, hook)
+    op = land(tmp_path, export_id, exported_object="redemption")
+    for callback in op.on_failure_callback:
+        callback(context())
+    assert _remaining(emu) == []
+    assert not land(tmp_path, export_id, delete_export=False).on_failure_callback
+
+
+def test_a_retry_after_the_delete_under_other_policies_fails_naming_the_fix(emu, hook, tmp_path, monkeypatch):
+    from voucherify_provider.outcomes import airflow_exception
+
+    monkeypatch.setenv("AIRFLOW_VAR_KEY", "a-hash-key-long-enough-0123456789")
+    export_id = done_export(emu, hook)
+    land(tmp_path, export_id, exported_object="redemption").execute(context())
+    with pytest.raises(airflow_exception("AirflowFailException"), match="under other column policies"):
+        land(tmp_path, export_id, exported_object="redemption", column_policies="personal_data",
+             hash_key_variable="key").execute(context())

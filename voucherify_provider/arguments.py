@@ -24,3 +24,10 @@ def is_templated(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(is_templated(v) for v in value)
     return value is not None and not isinstance(value, (int, float, bool))
+
+
+def with_callback(existing: Any, callback: Any) -> list[Any]:
+    """A task's callbacks (one callable, a list, or None) with ``callback`` after the user's own."""
+    if existing is None:
+        return [callback]
+    return [*(existing if isinstance(existing, (list, tuple)) else [existing]), callback]

@@ -105,8 +105,8 @@ class ExportedObject:
         return tuple(v for base in self.order_values for v in (base, f"-{base}"))
 
     def is_personal(self, key: str) -> bool:
-        """Whether a field holds personal data: listed as such, or a metadata property (free-form, so it may)."""
-        return key in self.personal or key == "metadata" or key.startswith(METADATA_PREFIX)
+        """Whether a field may hold personal data: listed as such, or free-form (metadata, JSON details)."""
+        return key in self.personal or key.startswith(METADATA_PREFIX) or self.fields.get(key) is FieldType.JSON
 
     @property
     def placing_fields(self) -> tuple[str, ...]:

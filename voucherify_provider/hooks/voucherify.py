@@ -239,6 +239,18 @@ class VoucherifyHook(BaseHook):
             if not missing_ok:
                 raise
 
+    def discard_export(self, export_id: str, reason: str) -> bool:
+        """Delete an export nobody needs any more (landed, or given up on), saying why; a failure is logged, not
+        raised: clean-up must not change the task's outcome. True when the export is gone."""
+        try:
+            self.delete_export(export_id, missing_ok=True)
+        except Exception as err:
+            self.log.warning("Export %s could not be deleted (%s); delete it in Voucherify.", export_id,
+                             type(err).__name__)
+            return False
+        self.log.info("Deleted export %s in Voucherify: %s", export_id, reason)
+        return True
+
     def list_exports(self, order: str | None = None, page_size: int = ep.MAX_PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """Every export, page by page, stopping at the last page."""
         yield from self._paginate(lambda page: ep.list_exports(page_size, page, order), "exports")

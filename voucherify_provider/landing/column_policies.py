@@ -78,6 +78,12 @@ class AppliedPolicies:
         return record
 
 
+def landed_under(manifest: dict[str, object]) -> dict[str, object]:
+    """The policies a manifest (or history summary) says its partition was landed under, in the shape of
+    :meth:`AppliedPolicies.manifest`."""
+    return {k: manifest[k] for k in ("column_policies", "hash") if k in manifest}
+
+
 def hmac_hex(key: bytes, value: str) -> str:
     """The hex HMAC-SHA256 of one value's UTF-8 text."""
     return hmac.digest(key, value.encode("utf-8"), "sha256").hex()

@@ -59,6 +59,8 @@ from voucherify_provider.landing.typed_csv import timestamp_scalar
 from voucherify_provider.landing.writer import MANIFEST, CommitLock
 from voucherify_provider.privacy import KEEP, REDACT, REMOVE
 
+POLICIES_FILE = "_voucherify_policies.json"
+
 log = logging.getLogger(__name__)
 CHANGE_AT, DELETED, DELETED_AT, EXPORT_ID = "_change_at", "_deleted", "_deleted_at", "_export_id"
 
@@ -89,25 +91,38 @@ def merge_partitions(table: ObjectStoragePath, obj: ExportedObject, partitions: 
     """Merge landed change partitions (a history load's days) in one pass per set of columns (one, unless
     the fields changed between landings): one read of the months they touch, one commit; returns the counts
     (summed over the passes)."""
+    from voucherify_provider.landing.column_policies import landed_under
+
     by_schema: dict[pa.Schema, list[pa.RecordBatchReader]] = {}
+    policies: dict[str, str] = {}
     for partition in partitions:
         manifest = _manifest(partition)
+        under = json.dumps(landed_under(manifest), sort_keys=True)
+        policies.setdefault(under, partition.name)
+        if len(policies) > 1:
+            raise VoucherifyConfigError(
+                f"{' and '.join(policies.values())} were landed under different column policies (or hash keys); "
+                "merge partitions landed alike, or re-land the older ones under the current policies.")
         files = [partition / f["path"] for f in manifest["files"]]
         if files:
             reader = _stamped(obj, files, str(manifest.get("export_id", "")))
             by_schema.setdefault(reader.schema, []).append(reader)
     counts: dict[str, int] = {"num_source_rows": 0}
+    signature = json.loads(next(iter(policies), "{}"))
     for schema, readers in by_schema.items():
         merged = merge_rows(table, obj, pa.RecordBatchReader.from_batches(
-            schema, (batch for reader in readers for batch in reader)), owner)
+            schema, (batch for reader in readers for batch in reader)), owner, signature)
         for key, value in merged.items():
             counts[key] = counts.get(key, 0) + value
     return counts
 
 
-def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBatchReader, owner: str) -> dict[str, int]:
+def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBatchReader, owner: str,
+               policies: dict[str, Any] | None = None) -> dict[str, int]:
     """Merge rows carrying the bookkeeping columns (see :func:`state_schema`): newer versions replace
-    stored ones, unknown keys are inserted, equal or older versions change nothing.
+    stored ones, unknown keys are inserted, equal or older versions change nothing. ``policies``: the column
+    policies the rows were landed under (the manifest's ``column_policies`` and ``hash``), which must be the
+    table's (:func:`_check_policies`); None: not checked.
 
     Partition by partition (creation month), in chunks of at most ``CHUNK_ROWS`` changes: only the files
     of the months the changes belong to are read, and only those holding an older version are rewritten."""
@@ -115,7 +130,10 @@ def merge_rows(table: ObjectStoragePath, obj: ExportedObject, rows: pa.RecordBat
     counts = dict.fromkeys(("num_source_rows", "num_target_rows_updated", "num_target_rows_inserted",
                             "num_target_rows_copied", "num_target_files_scanned", "num_target_files_removed",
                             "num_target_files_added", "num_partitions_touched"), 0)
+    existed = _exists(table)
     with _locked(table, obj, owner, create=rows.schema) as delta:
+        if policies is not None:
+            _check_policies(table, policies, existed)
         schema = _evolve(delta, rows.schema)
         tx = Transaction(table, delta, schema, key)
         try:
@@ -302,6 +320,28 @@ def _migrate(table: ObjectStoragePath, obj: ExportedObject, delta: Any) -> None:
         raise
     log.warning("Migrated %s (%d rows) to the creation-month layout (partition column %s); one-shot.",
                 table, rows, PARTITION)
+
+
+def _check_policies(table: ObjectStoragePath, policies: dict[str, Any], existed: bool) -> None:
+    """The table keeps the column policies (and hash key id) of its first merge in ``_voucherify_policies.json``
+    (vacuum leaves ``_`` files alone); rows landed under others would mix clear and hashed values (or two
+    keys' hashes) in one column. A table older than this file was merged without policies."""
+    path = table / POLICIES_FILE
+    try:
+        with open_untracked(path, "rb") as handle:
+            stored = json.loads(handle.read())
+    except FileNotFoundError:
+        stored = {} if existed else None
+    if stored is None or (stored == {} and not existed):
+        with open_untracked(path, "wb") as handle:
+            handle.write(json.dumps(policies, indent=2, sort_keys=True).encode())
+        return
+    if stored != policies:
+        raise VoucherifyConfigError(
+            f"The current-state table {table} holds rows landed under column policies {json.dumps(stored)}; these "
+            f"changes were landed under {json.dumps(policies)}. Merging them would mix clear and hashed values (or "
+            "two keys' hashes) in one column. Keep the policies as they were, or rebuild the table: delete it and "
+            "merge the change partitions again, re-landed under the new policies.")
 
 
 def _evolve(delta: Any, incoming: pa.Schema) -> pa.Schema:

@@ -28,15 +28,17 @@ import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 from voucherify_provider.catalog import ExportedObject
+from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing.column_policies import hmac_hex
 from voucherify_provider.landing.delta_files import row_group_batches
 from voucherify_provider.landing.export_landing import read_manifest
 from voucherify_provider.landing.sink import forget_listing, open_input, open_untracked
 from voucherify_provider.landing.typed_csv import string_array
-from voucherify_provider.landing.writer import PartitionWriter
+from voucherify_provider.landing.writer import PartitionChanged, PartitionWriter
 from voucherify_provider.privacy import REMOVE, key_id
 
 log = logging.getLogger(__name__)
+ATTEMPTS = 5  # rewrites of one partition when landings keep committing it meanwhile
 
 
 def personal_columns(obj: ExportedObject, names: Sequence[str]) -> list[str]:
@@ -84,15 +86,22 @@ def erase_in_partitions(folder: ObjectStoragePath, erasure: Erasure, owner: str)
     changed: its name and the rows erased. Memory: one row group (and one file's match column)."""
     changed = []
     for partition in _partitions(folder):
-        manifest = read_manifest(partition)
-        if manifest is None:
-            continue
-        files = [partition / f["path"] for f in manifest["files"]]
-        if not any(_hits(file, erasure) for file in files) and not _side_hits(partition, manifest, erasure):
-            continue
-        rows = _rewrite(partition, manifest, files, erasure, owner)
-        changed.append({"partition": partition.name, "rows": rows})
-        log.info("Erased %d row(s) in %s (%s)", rows, partition, erasure.action)
+        for attempt in range(1, ATTEMPTS + 1):
+            manifest = read_manifest(partition)
+            if manifest is None:
+                break
+            files = [partition / f["path"] for f in manifest["files"]]
+            try:
+                if not any(_hits(file, erasure) for file in files) and not _side_hits(partition, manifest, erasure):
+                    break
+                rows = _rewrite(partition, manifest, files, erasure, owner)
+            except (PartitionChanged, FileNotFoundError):  # a landing committed it meanwhile: erase from that
+                if attempt == ATTEMPTS:
+                    raise
+                continue
+            changed.append({"partition": partition.name, "rows": rows})
+            log.info("Erased %d row(s) in %s (%s)", rows, partition, erasure.action)
+            break
     return changed
 
 
@@ -112,6 +121,11 @@ def _hits(file: ObjectStoragePath, erasure: Erasure) -> int:
         parquet = pq.ParquetFile(handle)
         if erasure.match_field not in parquet.schema_arrow.names:
             return 0
+        metadata = parquet.schema_arrow.field(erasure.match_field).metadata or {}
+        if metadata.get(b"voucherify_policy") == b"hash" and erasure.key is None:
+            raise VoucherifyConfigError(
+                f"{file.parent.name}: {erasure.match_field} was landed hashed, so raw ids cannot match it: pass "
+                "the column-policy key (hash_key_conn_id or hash_key_variable) to erase by its hash.")
         column = parquet.read(columns=[erasure.match_field]).column(0)
     return int(pc.sum(pc.cast(erasure.matches(column), pa.int64())).as_py() or 0)
 
@@ -163,11 +177,13 @@ def _rewrite(partition: ObjectStoragePath, manifest: dict[str, Any], files: list
         for side in manifest.get("side_files", []):
             data, hits = _filtered_csv(partition / side["path"], erasure)
             erased += hits
-            writer.write_side_file(side["path"], data)
+            # A new name: an aborted rewrite removes what it staged, never the file the manifest still lists.
+            stem = side["path"].removesuffix(".csv").split("-erased-")[0]
+            writer.write_side_file(f"{stem}-erased-{token}.csv", data)
         kept = {k: v for k, v in manifest.items() if k not in ("rows", "files", "side_files")}
         entry = {"erased_at": datetime.now(timezone.utc).isoformat(), "rows": erased, "action": erasure.action,
                  "match_field": erasure.match_field}
-        writer.commit({**kept, "erasures": [*manifest.get("erasures", []), entry]})
+        writer.commit({**kept, "erasures": [*manifest.get("erasures", []), entry]}, replaces=manifest)
     except BaseException:
         writer.abort()
         raise

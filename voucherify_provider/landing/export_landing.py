@@ -250,7 +250,8 @@ def landed_before(base: Any, exported_object: str | None, export_id: str, window
         if len(landed) == 1:
             return landed[0]
         first = landed[0]
-        return {**{k: first[k] for k in ("export_id", "exported_object", "mode", "fields", "schema") if k in first},
+        keys = ("export_id", "exported_object", "mode", "fields", "schema", "column_policies", "hash")
+        return {**{k: first[k] for k in keys if k in first},
                 "window_start": pieces[0].start.isoformat(), "window_end": pieces[-1].end.isoformat(),
                 "rows": sum(m["rows"] for m in landed),
                 "partitions": [{"partition": m["partition"], "window_start": m["window_start"],

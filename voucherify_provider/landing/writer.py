@@ -192,14 +192,20 @@ class PartitionWriter:
         self.extra_files.append(entry)
         return entry
 
-    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Under the commit lock: files into place, manifest last, everything else visible removed."""
+    def commit(self, manifest: dict[str, Any], replaces: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Under the commit lock: files into place, manifest last, everything else visible removed.
+
+        ``replaces``: the manifest this commit rewrites (an erasure); if another run committed the partition
+        meanwhile, nothing is committed and :class:`PartitionChanged` says so.
+        """
         manifest = {**manifest, "rows": sum(e.rows for e in self.entries),
                     "files": [e.as_json() for e in self.entries]}
         if self.extra_files:
             manifest["side_files"] = [e.as_json() for e in self.extra_files]
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         with CommitLock(self.partition, self.owner, self.lock_timeout):
+            if replaces is not None and _committed_manifest(self.partition) != replaces:
+                raise PartitionChanged(f"{self.partition} was committed by another run meanwhile")
             for entry in [*self.entries, *self.extra_files]:
                 (self.partition / entry.staged).rename(self.partition / entry.path)
             temp = staged_path(self.partition, self.owner, MANIFEST)
@@ -229,6 +235,19 @@ class PartitionWriter:
             remove_file(self.partition / entry.staged)
             if not self.committed:
                 remove_file(self.partition / entry.path)
+
+
+class PartitionChanged(RuntimeError):
+    """The partition a rewrite was based on was committed again before the rewrite could commit."""
+
+
+def _committed_manifest(partition: ObjectStoragePath) -> dict[str, Any] | None:
+    forget_listing(partition)
+    try:
+        with open_untracked(partition / MANIFEST, "rb") as handle:
+            return dict(json.loads(handle.read()))
+    except FileNotFoundError:
+        return None
 
 
 def _children(folder: ObjectStoragePath) -> list[ObjectStoragePath]:

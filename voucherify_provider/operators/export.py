@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from voucherify_provider import DEFAULT_CONN_ID, catalog
-from voucherify_provider.arguments import conf_default_deferrable, is_templated
+from voucherify_provider.arguments import conf_default_deferrable, is_templated, with_callback
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyExportFailedError, VoucherifyNotFoundError
 from voucherify_provider.exports import ExportStatus, export_parameters
 from voucherify_provider.outcomes import TriggerOutcome, config_errors_fail_task, raise_for_event
@@ -108,11 +108,12 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         self.wait_timeout = wait_timeout
         self.voucherify_conn_id = voucherify_conn_id
         self._export_id: str | None = None  # the export this try created or reconnected to
+        self._ti: Any = None
         # Final failures (after any retry policy) delete the export; on Airflow < 3.3 a retry never reconnects,
         # so the export of a failed try is deleted before the next one too.
-        self.on_failure_callback = [*_callbacks(self.on_failure_callback), self._delete_abandoned_export]
+        self.on_failure_callback = with_callback(self.on_failure_callback, self._delete_abandoned_export)
         if not RECONNECTS:
-            self.on_retry_callback = [*_callbacks(self.on_retry_callback), self._delete_abandoned_export]
+            self.on_retry_callback = with_callback(self.on_retry_callback, self._delete_abandoned_export)
         if not any(is_templated(v) for v in (exported_object, fields, order, filters)):
             # Fail at DAG-parse time when nothing is left to template.
             self._plan(window=None, check_only=True)
@@ -178,6 +179,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> str:
         """Create (or, after a crash, reconnect to) the export; return its id."""
+        self._ti = context.get("ti")
         self.plan(context)  # validate before anything else, retries or not
         if not RECONNECTS:
             self.log.info("Airflow < 3.3 has no task state store: if this task's worker dies, its retry creates a "
@@ -257,34 +259,27 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     # -- clean-up: exports this task gives up on leave Voucherify --------------------------------------
 
     def on_kill(self) -> None:
-        """Killed while waiting (marked failed, execution_timeout, SIGTERM): delete the export; a retry, if
-        any, exports afresh. Quick on purpose: the kill follows within seconds."""
-        if self._export_id:
-            self._delete(self._export_id, "the task was killed")
+        """Killed while waiting in the worker (marked failed, execution_timeout, SIGTERM): delete the export,
+        unless a retry will reconnect to it (Airflow 3.3 with retries left: a SIGTERM is as often a worker
+        shutting down or a pod evicted as a user's kill). Quick on purpose: the kill follows within seconds."""
+        if not self._export_id:
+            return
+        if RECONNECTS and _will_retry(self._ti):
+            self.log.info("Killed: export %s is kept for the retry to reconnect to (a cleared run or a final "
+                          "failure deletes it)", self._export_id)
+            return
+        self._delete(self._export_id, "the task was killed")
 
     def _delete_abandoned_export(self, context: Context) -> None:
         """Failure callback: the export of a task failing for good (or, before Airflow 3.3, retrying) is
         not landed by anyone."""
         export_id = self._export_id or _stored_export_id(context, self.external_id_key)
         if export_id:
-            self._delete(export_id, "the task failed" if context.get("ti") is None or
-                         not _will_retry(context) else "the retry creates a new one")
+            self._delete(export_id, "the retry creates a new one" if _will_retry(context.get("ti"))
+                         else "the task failed")
 
     def _delete(self, export_id: str, why: str) -> None:
-        try:
-            self.hook.delete_export(export_id, missing_ok=True)
-        except Exception as err:  # clean-up must not hide the task's own outcome
-            self.log.warning("Export %s could not be deleted (%s); delete it in Voucherify.", export_id,
-                             type(err).__name__)
-            return
-        self.log.info("Deleted export %s in Voucherify: %s", export_id, why)
-
-
-def _callbacks(value: Any) -> list[Any]:
-    """A task's callbacks as a list (Airflow takes one callable or a list)."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+        self.hook.discard_export(export_id, why)
 
 
 def _stored_export_id(context: Context, key: str) -> str | None:
@@ -297,8 +292,8 @@ def _stored_export_id(context: Context, key: str) -> str | None:
     return _export_id(stored) if stored else None
 
 
-def _will_retry(context: Context) -> bool:
-    ti = context.get("ti")
+def _will_retry(ti: Any) -> bool:
+    """Whether a failure of this try is retried (Airflow's rule: tries left)."""
     return bool(ti is not None and getattr(ti, "try_number", 0) <= getattr(ti, "max_tries", 0))
 
 

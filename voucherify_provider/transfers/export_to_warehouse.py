@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator, ObjectStoragePath
 
 from voucherify_provider import DEFAULT_CONN_ID, catalog
-from voucherify_provider.arguments import is_templated
+from voucherify_provider.arguments import is_templated, with_callback
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyNotFoundError, VoucherifySecurityError
 from voucherify_provider.exports import ExportDescription, ExportStatus
 from voucherify_provider.landing.destination import (
@@ -127,6 +127,8 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         self.hash_key_conn_id = hash_key_conn_id
         self.hash_key_variable = hash_key_variable
         self.delete_export = delete_export
+        if delete_export:  # a landing that fails for good leaves no export behind with its data
+            self.on_failure_callback = with_callback(self.on_failure_callback, self._delete_unlanded_export)
         if partition_schedule and not is_templated(partition_schedule):
             cron_schedule(partition_schedule)  # a typo fails at parse time, naming the fix
 
@@ -175,20 +177,15 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
         self._delete_landed_export()
         return outcome.result
 
-    def _delete_landed_export(self) -> None:
-        """The landing is committed: its export (every exported field, downloadable) goes from Voucherify.
+    def _delete_unlanded_export(self, context: Context) -> None:
+        """Failure callback (final failures only): nobody will land this export."""
+        self.hook.discard_export(self.export_id, "the landing failed for good (clear the run to export again)")
 
-        A failure here leaves the landing as it is (it is whole): the export is named so it can be removed.
-        """
-        if not self.delete_export:
-            return
-        try:
-            self.hook.delete_export(self.export_id, missing_ok=True)
-        except Exception as err:  # the data landed; failing would make a retry land it all again
-            self.log.warning("Landed, but export %s could not be deleted in Voucherify (%s); delete it there or "
-                             "with VoucherifyHook.delete_export.", self.export_id, type(err).__name__)
-            return
-        self.log.info("Deleted export %s in Voucherify (landed; delete_export=False keeps exports)", self.export_id)
+    def _delete_landed_export(self) -> None:
+        """The landing is committed: its export (every exported field, downloadable) goes from Voucherify. A
+        failure here leaves the landing as it is (it is whole)."""
+        if self.delete_export:
+            self.hook.discard_export(self.export_id, "landed (delete_export=False keeps exports)")
 
     def _done_export(self, base: ObjectStoragePath, context: Context) -> ExportDescription | dict[str, Any]:
         """The export, which must be DONE and of this task's object; or, when an earlier try of this task
@@ -201,6 +198,7 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             earlier = landed_before(base, self.exported_object, self.export_id, self.window_start, self.window_end,
                                     self.partition_schedule, context)
             if earlier is not None:
+                self._check_landed_under(earlier)
                 self.log.info("Export %s was landed (and deleted) by an earlier try: %s", self.export_id,
                               earlier.get("partition") or earlier.get("window_start"))
                 return earlier
@@ -215,6 +213,18 @@ class VoucherifyDownloadToWarehouseOperator(BaseOperator):
             fail_task(f"Export {self.export_id} exports {export.exported_object!r}, but this task lands "
                       f"{self.exported_object!r}.")
         return export
+
+    def _check_landed_under(self, earlier: dict[str, Any]) -> None:
+        """What an earlier try landed counts only under this task's column policies (and key)."""
+        from voucherify_provider.landing.column_policies import landed_under
+        from voucherify_provider.landing.plan import resolve_policies
+
+        assert self.exported_object
+        wanted = resolve_policies(catalog.get_object(self.exported_object), self.column_policies,
+                                  self.hash_key_conn_id, self.hash_key_variable)
+        if landed_under(earlier) != wanted.manifest():
+            fail_task(f"Export {self.export_id} was landed, then deleted, by an earlier try under other column "
+                      "policies or another hash key; clear the create task to export and land it again.")
 
     def _check_window(self, export: ExportDescription, window: Window) -> None:
         """A windowed export must be this task's window."""
