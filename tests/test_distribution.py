@@ -114,9 +114,9 @@ def test_airflow_registers_the_provider_and_parses_the_dags(installed, tmp_path)
     assert {"hooks", "operators", "sensors", "triggers", "transfers", "connection-types"} <= set(probe["sections"])
     assert probe["triggers"] == ["voucherify_provider.triggers.export"]
     assert probe["import_errors"] == {}
-    # The daily DAG of each of the 7 objects, and the history DAG of the 6 that have history.
-    assert len(probe["dag_ids"]) == 13
-    assert {"voucherify_redemption", "voucherify_order_history"} <= set(probe["dag_ids"])
+    # The daily DAG of each of the 7 objects, the history DAG of the 6 that have history, the erasure DAG.
+    assert len(probe["dag_ids"]) == 14
+    assert {"voucherify_redemption", "voucherify_order_history", "voucherify_erasure"} <= set(probe["dag_ids"])
 
 
 def test_example_dags_run_on_this_airflow(installed, tmp_path):
