@@ -56,7 +56,7 @@ from voucherify_provider.landing.sink import (
 )
 from voucherify_provider.landing.spill import CHUNK_ROWS, Spill
 from voucherify_provider.landing.typed_csv import timestamp_scalar
-from voucherify_provider.landing.writer import MANIFEST, CommitLock
+from voucherify_provider.landing.writer import MANIFEST, CommitLock, read_manifest
 from voucherify_provider.privacy import KEEP, REDACT, REMOVE
 
 POLICIES_FILE = "_voucherify_policies.json"
@@ -495,11 +495,10 @@ def _batches(files: Sequence[ObjectStoragePath], columns: list[str] | None = Non
 
 
 def _manifest(partition: ObjectStoragePath) -> dict[str, Any]:
-    try:
-        with open_untracked(partition / MANIFEST, "rb") as handle:
-            return dict(json.loads(handle.read()))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{partition} has no {MANIFEST}: it was never landed (or not committed).") from None
+    manifest = read_manifest(partition)
+    if manifest is None:
+        raise FileNotFoundError(f"{partition} has no {MANIFEST}: it was never landed (or not committed).")
+    return manifest
 
 
 def _exists(table: ObjectStoragePath) -> bool:

@@ -31,10 +31,9 @@ from voucherify_provider.catalog import ExportedObject
 from voucherify_provider.errors import VoucherifyConfigError
 from voucherify_provider.landing.column_policies import hmac_hex
 from voucherify_provider.landing.delta_files import row_group_batches
-from voucherify_provider.landing.export_landing import read_manifest
 from voucherify_provider.landing.sink import forget_listing, open_input, open_untracked
 from voucherify_provider.landing.typed_csv import string_array
-from voucherify_provider.landing.writer import PartitionChanged, PartitionWriter
+from voucherify_provider.landing.writer import PartitionChanged, PartitionWriter, read_manifest
 from voucherify_provider.privacy import REMOVE, key_id
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from voucherify_provider.landing.typed_csv import (
     TypedCsvReader,
     landed_schema,
 )
-from voucherify_provider.landing.writer import PartitionWriter
+from voucherify_provider.landing.writer import PartitionWriter, read_manifest
 from voucherify_provider.window import Window
 
 if TYPE_CHECKING:
@@ -259,16 +259,3 @@ def landed_before(base: Any, exported_object: str | None, export_id: str, window
                                 "bytes": sum(f["bytes"] for f in m["files"])} for m in landed]}
     return None
 
-
-def read_manifest(partition: Any) -> dict[str, Any] | None:
-    """A partition's committed manifest, None when there is none."""
-    import json
-
-    from voucherify_provider.landing.sink import open_untracked
-    from voucherify_provider.landing.writer import MANIFEST
-
-    try:
-        with open_untracked(partition / MANIFEST, "rb") as handle:
-            return dict(json.loads(handle.read()))
-    except (FileNotFoundError, ValueError):
-        return None

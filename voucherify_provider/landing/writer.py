@@ -204,7 +204,7 @@ class PartitionWriter:
             manifest["side_files"] = [e.as_json() for e in self.extra_files]
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         with CommitLock(self.partition, self.owner, self.lock_timeout):
-            if replaces is not None and _committed_manifest(self.partition) != replaces:
+            if replaces is not None and read_manifest(self.partition) != replaces:
                 raise PartitionChanged(f"{self.partition} was committed by another run meanwhile")
             for entry in [*self.entries, *self.extra_files]:
                 (self.partition / entry.staged).rename(self.partition / entry.path)
@@ -241,7 +241,8 @@ class PartitionChanged(RuntimeError):
     """The partition a rewrite was based on was committed again before the rewrite could commit."""
 
 
-def _committed_manifest(partition: ObjectStoragePath) -> dict[str, Any] | None:
+def read_manifest(partition: ObjectStoragePath) -> dict[str, Any] | None:
+    """A partition's committed manifest, as it is now on the store; None when it has none."""
     forget_listing(partition)
     try:
         with open_untracked(partition / MANIFEST, "rb") as handle:
