@@ -311,3 +311,18 @@ def test_a_table_refuses_changes_landed_under_other_policies(emu, hook, tmp_path
         merge.execute(context())
     assert not cs.current_state_dataset(str(lake / "current" / "customer")).to_table().filter(
         pa.compute.equal(pa.compute.utf8_length(pa.compute.field("email")), 64)).num_rows  # nothing merged
+
+
+def test_erasing_a_hashed_column_without_the_key_fails_naming_the_fix(emu, hook, tmp_path, monkeypatch):
+    from voucherify_provider.outcomes import airflow_exception
+
+    monkeypatch.setenv("AIRFLOW_VAR_KEY", "a-hash-key-long-enough-0123456789")
+    lake = tmp_path / "lake"
+    export_id = VoucherifyCreateExportOperator(task_id="c", exported_object="redemption",
+                                               voucherify_conn_id=CONN_ID).execute(context())
+    wait_done(hook, export_id)
+    land(lake, export_id, exported_object="redemption", column_policies={"customer_id": "hash"},
+         hash_key_variable="key").execute(context())
+    with pytest.raises(airflow_exception("AirflowFailException"), match="customer_id was landed hashed"):
+        VoucherifyEraseRecordsOperator(task_id="e", exported_object="redemption", ids=["cust_x"],
+                                       match_field="customer_id", destination=str(lake)).execute(context())

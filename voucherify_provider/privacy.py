@@ -49,10 +49,6 @@ class ColumnPolicies:
         """Fields that never land."""
         return [k for k, v in self.columns.items() if v == DROP]
 
-    def landed_fields(self, fields: list[str]) -> list[str]:
-        """The export's fields that land (dropped ones left out), in their order."""
-        return [f for f in fields if self.columns.get(f) != DROP]
-
 
 def parse_policies(obj: ExportedObject, spec: Mapping[str, str] | str | None) -> ColumnPolicies:
     """Check a ``column_policies`` argument against the catalog; names the field or policy at fault."""

@@ -73,10 +73,6 @@ class LandingPlan:
             raise
         return self._split_outcome(landed) if self.split else self._outcome(landed)
 
-    def abort(self) -> None:
-        """Drop what this run staged."""
-        self.writer.abort()
-
     @property
     def split(self) -> bool:
         """Whether the export lands as several partitions."""

@@ -95,13 +95,14 @@ class VoucherifyEraseRecordsOperator(BaseOperator):
             key = (resolve_hash_key(self.hash_key_conn_id, self.hash_key_variable)
                    if self.hash_key_conn_id or self.hash_key_variable else None)
             base = destination_path(self.destination, self.destination_conn_id)
-        owner = staging_owner(context) or "erase"
-        erasure = Erasure(obj, field, ids, self.action, key)
-        self.log.info("Erasing %d id(s) of %s by %s (%s)", len(ids), obj.name, field, self.action)
-        partitions = erase_in_partitions(base / obj.name, erasure, owner)
-        if field == obj.key_field:  # the reconcile id lists hold keys only
-            partitions += erase_in_partitions(base / RECONCILE_FOLDER / obj.name,
-                                              Erasure(obj, field, ids, REMOVE, key), owner)
+            owner = staging_owner(context) or "erase"
+            erasure = Erasure(obj, field, ids, self.action, key)
+            self.log.info("Erasing %d id(s) of %s by %s (%s)", len(ids), obj.name, field, self.action)
+            # A column landed hashed with no key given is a config mistake: it fails here, not on retries.
+            partitions = erase_in_partitions(base / obj.name, erasure, owner)
+            if field == obj.key_field:  # the reconcile id lists hold keys only
+                partitions += erase_in_partitions(base / RECONCILE_FOLDER / obj.name,
+                                                  Erasure(obj, field, ids, REMOVE, key), owner)
         counts: dict[str, Any] = {"ids": len(ids), "partitions_rewritten": len(partitions),
                                   "rows_erased": sum(p["rows"] for p in partitions)}
         table = table_path(base, obj)
