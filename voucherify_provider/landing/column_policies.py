@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,8 +90,8 @@ def landed_under(manifest: dict[str, object]) -> dict[str, object]:
 
 
 def hmac_hex(key: bytes, value: str) -> str:
-    """The hex HMAC-SHA256 of one value's UTF-8 text."""
-    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()
+    """The hex HMAC-SHA256 of one value's UTF-8 text (the same computation as :class:`Hasher`'s columns)."""
+    return Hasher(key).digest(value).decode("ascii")
 
 
 class Hasher:
