@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from tests.support.exports import wait_done
-from tests.support.operators import FakeStateStore, context, create, done_export, land
-from voucherify_provider.errors import VoucherifyExportFailedError, VoucherifyNotFoundError
+from tests.support.operators import JAN2, FakeStateStore, context, create, done_export, land
+from voucherify_provider.errors import VoucherifyApiError, VoucherifyExportFailedError, VoucherifyNotFoundError
 from voucherify_provider.triggers.export import VoucherifyExportTrigger
 
 pytestmark = pytest.mark.unit
+JAN1 = JAN2 - timedelta(days=1)
 
 
 def _remaining(emu) -> list[str]:
@@ -160,3 +162,55 @@ def test_a_retry_after_the_delete_under_other_policies_fails_naming_the_fix(emu,
     with pytest.raises(airflow_exception("AirflowFailException"), match="under other column policies"):
         land(tmp_path, export_id, exported_object="redemption", column_policies="personal_data",
              hash_key_variable="key").execute(context())
+
+
+def _died_before_its_id_was_stored(store: FakeStateStore, **extra: object) -> str:
+    """A try that created its export and died before Airflow stored the id (the resumable mixin's known gap
+    between ``submit_job`` and ``task_state_store.set``): what it leaves is the request it recorded first."""
+    return create().submit_job(context(task_state_store=store, **extra))["export_id"]
+
+
+def test_a_retry_finds_the_export_its_crashed_try_made_but_never_recorded(emu, hook):
+    store = FakeStateStore()
+    orphan = _died_before_its_id_was_stored(store)
+    assert "export_id" not in store["voucherify_export_id"]
+    assert create().execute(context(task_state_store=store)) == orphan
+    assert emu.requests()["counts"]["create_export"] == 1 and _remaining(emu) == [orphan]
+    assert store["voucherify_export_id"] == {"export_id": orphan, "clear_number": 0}
+
+
+def test_a_recorded_request_that_never_took_effect_exports_afresh(emu, hook):
+    store = FakeStateStore()
+    emu.inject({"route": "create_export", "status": 500})  # refused before any export was made
+    with pytest.raises(VoucherifyApiError, match="500"):
+        create().execute(context(task_state_store=store))
+    assert _remaining(emu) == []
+    fresh = create().execute(context(task_state_store=store))
+    assert _remaining(emu) == [fresh] and emu.requests()["counts"].get("list_exports") == 1
+
+
+def test_a_cleared_run_deletes_the_export_its_crashed_try_never_recorded(emu, hook):
+    store = FakeStateStore()
+    orphan = _died_before_its_id_was_stored(store, dag_run=SimpleNamespace(clear_number=0))
+    fresh = create().execute(context(task_state_store=store, dag_run=SimpleNamespace(clear_number=1)))
+    assert fresh != orphan and _remaining(emu) == [fresh]
+
+
+def test_an_unrecorded_export_that_cannot_be_told_apart_is_left_and_named(emu, hook, capfd):
+    """Another run asked for the same window meanwhile: either export could be the crashed try's, and the
+    other run will land (and delete) its own; taking or deleting one could break that run."""
+    store = FakeStateStore()
+    orphan = _died_before_its_id_was_stored(store)
+    other = create().execute(context())  # another run, same request
+    fresh = create().execute(context(task_state_store=store))
+    assert fresh not in (orphan, other) and sorted(_remaining(emu)) == sorted([orphan, other, fresh])
+    warned = [line for line in capfd.readouterr().out.splitlines() if "none is taken or deleted" in line]
+    assert len(warned) == 1 and orphan in warned[0] and other in warned[0]
+
+
+def test_an_export_of_another_request_is_never_taken_for_the_crashed_trys(emu, hook):
+    store = FakeStateStore()
+    hook.delete_export(_died_before_its_id_was_stored(store))  # gone meanwhile (deleted in the dashboard)
+    other_window = create().execute(context(data_interval_start=JAN1, data_interval_end=JAN2))
+    fresh = create().execute(context(task_state_store=store))
+    assert fresh != other_window and sorted(_remaining(emu)) == sorted([other_window, fresh])

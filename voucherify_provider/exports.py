@@ -50,6 +50,16 @@ def export_parameters(
     return params
 
 
+def is_request_of(export: Mapping[str, Any], exported_object: str, parameters: Mapping[str, Any]) -> bool:
+    """Whether ``export`` (as the API lists it) was made by a request for ``exported_object`` with exactly
+    these ``parameters`` (:func:`export_parameters`' form): how a retry recognises an export whose id
+    its earlier try never recorded."""
+    echoed = export.get("parameters") or {}
+    keys = ("order", "fields", "filters")
+    return (export.get("exported_object") == exported_object
+            and {k: echoed.get(k) for k in keys} == {k: parameters.get(k) for k in keys})
+
+
 def next_interval(current: float, cap: float) -> float:
     """Poll interval growth: doubling towards ``cap``, so an export of any length costs a few calls (a
     wait of T seconds takes about log2(T / first interval) polls)."""

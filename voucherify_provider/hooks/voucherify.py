@@ -24,7 +24,7 @@ from voucherify_provider.errors import (
     VoucherifyNotFoundError,
     explain_missing_connection,
 )
-from voucherify_provider.exports import ExportStatus, next_interval
+from voucherify_provider.exports import ExportStatus, is_request_of, next_interval
 from voucherify_provider.hooks import _endpoints as ep
 from voucherify_provider.hooks._core import (
     ApiRequest,
@@ -39,7 +39,7 @@ from voucherify_provider.hooks._core import (
     redact_url,
     settings_from_connection,
 )
-from voucherify_provider.utc import plus_one_ms
+from voucherify_provider.utc import as_utc, plus_one_ms
 
 __all__ = ["ExportPart", "ExportStatus", "RetryPolicy", "VoucherifyHook", "mask_secret"]
 
@@ -254,6 +254,18 @@ class VoucherifyHook(BaseHook):
     def list_exports(self, order: str | None = None, page_size: int = ep.MAX_PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """Every export, page by page, stopping at the last page."""
         yield from self._paginate(lambda page: ep.list_exports(page_size, page, order), "exports")
+
+    def find_exports(self, exported_object: str, parameters: Mapping[str, Any],
+                     created_after: datetime) -> list[dict[str, Any]]:
+        """The exports of ``exported_object`` made with exactly these ``parameters`` since ``created_after``,
+        newest first: one listing page, or a few, read newest first until an older export."""
+        found = []
+        for export in self.list_exports(order="-created_at"):
+            if as_utc(str(export.get("created_at")), "created_at") < created_after:
+                break
+            if is_request_of(export, exported_object, parameters):
+                found.append(export)
+        return found
 
     def download_export(self, export_id: str, export: Mapping[str, Any] | None = None) -> list[ExportPart]:
         """The files of a DONE export, each streamed on demand with :meth:`ExportPart.iter_bytes`.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from voucherify_provider.arguments import conf_default_deferrable, is_templated,
 from voucherify_provider.errors import VoucherifyConfigError, VoucherifyExportFailedError, VoucherifyNotFoundError
 from voucherify_provider.exports import ExportStatus, export_parameters
 from voucherify_provider.outcomes import TriggerOutcome, config_errors_fail_task, raise_for_event
+from voucherify_provider.utc import as_utc, iso_utc
 from voucherify_provider.window import Window, change_filters, merge_filters
 
 try:  # Airflow 3.3+: a retry after a worker crash reconnects to the export it already created
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from voucherify_provider.hooks.voucherify import VoucherifyHook
+
+# How much earlier than a try's recorded request time its export's ``created_at`` may read: the API's clock
+# against the worker's.
+CLOCK_SKEW = timedelta(seconds=60)
+
 
 class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     """Create a Voucherify export and return its id (XCom).
@@ -63,7 +69,8 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     Exports this task gives up on are deleted in Voucherify, not left with their data downloadable: an
     ERROR export, the export of a task killed while it waits (in the worker, or deferred), of a task that
     fails for good, and, when a cleared run exports again, the previous run's. An export a retry can still
-    reconnect to is kept for it. The landing deletes the exports it lands (``delete_export``).
+    reconnect to is kept for it, and so is one a try created but died before recording: its retry finds
+    it by its request. The landing deletes the exports it lands (``delete_export``).
     """
 
     template_fields: Sequence[str] = (
@@ -108,6 +115,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         self.wait_timeout = wait_timeout
         self.voucherify_conn_id = voucherify_conn_id
         self._export_id: str | None = None  # the export this try created or reconnected to
+        self._found_id: str | None = None  # an export an earlier try made without recording its id
         self._ti: Any = None
         # Final failures (after any retry policy) delete the export; on Airflow < 3.3 a retry never reconnects,
         # so the export of a failed try is deleted before the next one too.
@@ -188,8 +196,15 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
             return str(self.execute_resumable(context))
 
     def submit_job(self, context: Context) -> dict[str, Any]:
-        """Create the export; the stored id carries the run's clear number (see :meth:`get_job_status`)."""
+        """Create the export; the stored id carries the run's clear number (see :meth:`get_job_status`).
+
+        The request is recorded first: a try that dies between the POST and Airflow storing the id, or whose
+        answer is lost, leaves its retry enough to find that export (:meth:`_find_unrecorded_export`)."""
         request = self.plan(context)
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(self.external_id_key, {"requested_at": iso_utc(datetime.now(timezone.utc)),
+                                             "clear_number": _clear_number(context)})
         export = self.hook.create_export(request["exported_object"], request["fields"], request["order"],
                                          request["filters"])
         self.log.info("Created export %s of %s (fields: %s)", export["id"], request["exported_object"],
@@ -202,6 +217,8 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         Retries of the same run reconnect to it; a cleared or reprocessed run (new clear number) is a
         request for fresh data, so its old export counts as stale and a new one is made.
         """
+        if _is_unrecorded(external_id):
+            return self._find_unrecorded_export(external_id, context)
         if isinstance(external_id, dict) and external_id.get("clear_number") != _clear_number(context):
             self._delete(_export_id(external_id), "the run was cleared: it exports again")
             return "STALE"
@@ -211,6 +228,37 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
             return "MISSING"
         if status == ExportStatus.ERROR:
             self._delete(_export_id(external_id), "it ended in ERROR")
+        return status
+
+    def _find_unrecorded_export(self, requested: dict[str, Any], context: Context) -> str:
+        """An earlier try asked for an export and died (or lost the answer) before its id was stored: find it
+        by its request among the exports made since. One match is that try's: kept for this try (or deleted,
+        if the run was cleared since). None: the request never took effect. Several (another run asked the
+        same at the same time) cannot be told apart: none is touched, and the log names them."""
+        request = self.plan(context)
+        obj = catalog.get_object(request["exported_object"])
+        parameters = export_parameters(obj, request["fields"], request["order"], request["filters"])
+        since = as_utc(str(requested.get("requested_at")), "requested_at") - CLOCK_SKEW
+        found = self.hook.find_exports(obj.name, parameters, since)
+        if len(found) != 1:
+            if found:
+                self.log.warning(
+                    "An earlier try asked for an export without recording its id, and %d exports match its "
+                    "request (%s): another run asked the same meanwhile, so none is taken or deleted; delete "
+                    "the one no run landed.", len(found), ", ".join(str(e["id"]) for e in found))
+            return "MISSING"
+        export_id, status = str(found[0]["id"]), str(found[0].get("status"))
+        if requested.get("clear_number") != _clear_number(context):
+            self._delete(export_id, "the run was cleared: it exports again")
+            return "STALE"
+        self.log.info("Export %s was created by an earlier try that did not record its id: %s", export_id,
+                      "exporting again, as it ended in ERROR" if status == ExportStatus.ERROR else "reconnecting")
+        if status == ExportStatus.ERROR:
+            self._delete(export_id, "it ended in ERROR")
+            return status
+        context["task_state_store"].set(self.external_id_key, {"export_id": export_id,
+                                                              "clear_number": _clear_number(context)})
+        self._found_id = export_id
         return status
 
     def is_job_active(self, status: str) -> bool:
@@ -226,7 +274,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
         Returning the id matters: on a reconnect after a crash the mixin returns this method's result.
         """
-        export_id = self._export_id = _export_id(external_id)
+        export_id = self._export_id = self._id_of(external_id)
         if not self.wait_for_completion:
             return export_id
         if self.deferrable:
@@ -247,7 +295,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
         """The export id is the result."""
-        return _export_id(external_id)
+        return self._id_of(external_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Turn the trigger's event into the export id or an exception (retries create a fresh export)."""
@@ -281,6 +329,10 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
     def _delete(self, export_id: str, why: str) -> None:
         self.hook.discard_export(export_id, why)
 
+    def _id_of(self, external_id: Any) -> str:
+        """The export id a stored value names (a recorded request: the export found for it)."""
+        return self._found_id if _is_unrecorded(external_id) and self._found_id else _export_id(external_id)
+
 
 def _stored_export_id(context: Context, key: str) -> str | None:
     """The export id the task state store holds for this task (a deferred task resumed in a new process)."""
@@ -289,7 +341,12 @@ def _stored_export_id(context: Context, key: str) -> str | None:
         stored = store.get(key) if store is not None else None
     except Exception:
         return None
-    return _export_id(stored) if stored else None
+    return _export_id(stored) if stored and not _is_unrecorded(stored) else None
+
+
+def _is_unrecorded(external_id: Any) -> bool:
+    """A stored request whose export's id was never stored (see ``submit_job``)."""
+    return isinstance(external_id, dict) and "export_id" not in external_id
 
 
 def _will_retry(ti: Any) -> bool:
