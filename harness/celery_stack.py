@@ -97,12 +97,23 @@ class CeleryAirflowStack(AirflowStack):
                 raise ProcessExited(f"airflow {name} exited; see {process.log_path}")
 
     def kill_worker(self, name: str) -> None:
-        """SIGKILL a worker and every task process it runs, as when its machine is lost."""
+        """SIGKILL a worker and every task process it runs, as when its machine is lost. Airflow puts each
+        task process in a process group of its own, so killing the worker's group alone would leave its
+        tasks running on without their supervisor."""
+        import psutil
+
         process = self.components[name].proc
         assert process is not None
         self.killed.add(name)
+        tree = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGKILL)
+        for child in tree:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
         process.wait(timeout=30)
+        psutil.wait_procs(tree, timeout=30)
 
     def worker_running(self, pid: int) -> str | None:
         """The worker whose process tree holds ``pid`` (a task process), if any."""

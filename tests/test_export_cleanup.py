@@ -189,11 +189,25 @@ def test_a_recorded_request_that_never_took_effect_exports_afresh(emu, hook):
     assert _remaining(emu) == [fresh] and emu.requests()["counts"].get("list_exports") == 1
 
 
-def test_a_cleared_run_deletes_the_export_its_crashed_try_never_recorded(emu, hook):
+def test_a_cleared_run_exports_afresh_and_names_the_export_its_crashed_try_never_recorded(emu, hook, capfd):
+    """Not deleted: had that try's request never taken effect, the match would be another run's export."""
     store = FakeStateStore()
     orphan = _died_before_its_id_was_stored(store, dag_run=SimpleNamespace(clear_number=0))
     fresh = create().execute(context(task_state_store=store, dag_run=SimpleNamespace(clear_number=1)))
-    assert fresh != orphan and _remaining(emu) == [fresh]
+    assert fresh != orphan and sorted(_remaining(emu)) == sorted([orphan, fresh])
+    out = capfd.readouterr().out.splitlines()
+    assert any(orphan in line and "delete it if no run landed it" in line for line in out)
+
+
+def test_an_export_created_long_after_the_recorded_request_is_not_taken(emu, hook, monkeypatch):
+    """Created minutes after the request time the try recorded: another run's, not that try's."""
+    from voucherify_provider.operators import export as export_module
+
+    store = FakeStateStore()
+    monkeypatch.setattr(export_module, "CREATE_CALL_SECONDS", timedelta(seconds=-60))  # the window closes early
+    other = _died_before_its_id_was_stored(store)
+    fresh = create().execute(context(task_state_store=store))
+    assert fresh != other and sorted(_remaining(emu)) == sorted([other, fresh])
 
 
 def test_an_unrecorded_export_that_cannot_be_told_apart_is_left_and_named(emu, hook, capfd):

@@ -255,15 +255,18 @@ class VoucherifyHook(BaseHook):
         """Every export, page by page, stopping at the last page."""
         yield from self._paginate(lambda page: ep.list_exports(page_size, page, order), "exports")
 
-    def find_exports(self, exported_object: str, parameters: Mapping[str, Any],
-                     created_after: datetime) -> list[dict[str, Any]]:
-        """The exports of ``exported_object`` made with exactly these ``parameters`` since ``created_after``,
-        newest first: one listing page, or a few, read newest first until an older export."""
+    def find_exports(self, exported_object: str, parameters: Mapping[str, Any], created_after: datetime,
+                     created_before: datetime | None = None) -> list[dict[str, Any]]:
+        """The exports of ``exported_object`` made with exactly these ``parameters``, created in
+        ``[created_after, created_before]``, newest first: one listing page, or a few, read newest first
+        until an older export."""
         found = []
         for export in self.list_exports(order="-created_at"):
-            if as_utc(str(export.get("created_at")), "created_at") < created_after:
+            created = as_utc(str(export.get("created_at")), "created_at")
+            if created < created_after:
                 break
-            if is_request_of(export, exported_object, parameters):
+            if (created_before is None or created <= created_before) and is_request_of(export, exported_object,
+                                                                                         parameters):
                 found.append(export)
         return found
 

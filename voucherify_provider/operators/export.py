@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 
     from voucherify_provider.hooks.voucherify import VoucherifyHook
 
-# How much earlier than a try's recorded request time its export's ``created_at`` may read: the API's clock
-# against the worker's.
-CLOCK_SKEW = timedelta(seconds=60)
+# How far a try's export's ``created_at`` may read from the request time it recorded: the API's clock
+# against the worker's, and, after it, the create call's own time (its timeouts and rate-limit waits).
+CLOCK_SKEW = timedelta(seconds=30)
+CREATE_CALL_SECONDS = timedelta(minutes=3)
 
 
 class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
@@ -232,14 +233,14 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
 
     def _find_unrecorded_export(self, requested: dict[str, Any], context: Context) -> str:
         """An earlier try asked for an export and died (or lost the answer) before its id was stored: find it
-        by its request among the exports made since. One match is that try's: kept for this try (or deleted,
-        if the run was cleared since). None: the request never took effect. Several (another run asked the
-        same at the same time) cannot be told apart: none is touched, and the log names them."""
+        by its request among the exports made about then. One match is that try's: this try reconnects to it
+        (a cleared run exports afresh and names it). None: the request never took effect. Several (another
+        run asked the same at the same time) cannot be told apart: none is touched, and the log names them."""
         request = self.plan(context)
         obj = catalog.get_object(request["exported_object"])
         parameters = export_parameters(obj, request["fields"], request["order"], request["filters"])
-        since = as_utc(str(requested.get("requested_at")), "requested_at") - CLOCK_SKEW
-        found = self.hook.find_exports(obj.name, parameters, since)
+        at = as_utc(str(requested.get("requested_at")), "requested_at")
+        found = self.hook.find_exports(obj.name, parameters, at - CLOCK_SKEW, at + CLOCK_SKEW + CREATE_CALL_SECONDS)
         if len(found) != 1:
             if found:
                 self.log.warning(
@@ -249,7 +250,9 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
             return "MISSING"
         export_id, status = str(found[0]["id"]), str(found[0].get("status"))
         if requested.get("clear_number") != _clear_number(context):
-            self._delete(export_id, "the run was cleared: it exports again")
+            # Not deleted: if that request never took effect, this is another run's export, and it needs it.
+            self.log.warning("The run was cleared after a try asked for an export without recording its id; "
+                             "export %s matches that request: delete it if no run landed it.", export_id)
             return "STALE"
         self.log.info("Export %s was created by an earlier try that did not record its id: %s", export_id,
                       "exporting again, as it ended in ERROR" if status == ExportStatus.ERROR else "reconnecting")
