@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,11 @@ def _ready_export(emulator: EmulatorProcess) -> str:
     return export_id
 
 
-def end_to_end(rows: int, runs: int, work: Path) -> dict[str, Any]:
-    """Median seconds (whole process and in-process) and peak RSS of both; the ratios."""
+@contextmanager
+def bench_emulator(rows: int, work: Path) -> Iterator[tuple[str, float, dict[str, str]]]:
+    """An emulator of ``rows`` redemptions whose exports are DONE at once and served from a file cache:
+    the bench window's export id (downloaded once, so its file is cached), the file's MB, and the
+    environment the engines find the emulator in."""
     cache = work / f"e2e-cache-{rows}"
     shutil.rmtree(cache, ignore_errors=True)
     args = ["--in-progress-seconds", "0", "--export-cache-dir", str(cache)]
@@ -57,14 +62,31 @@ def end_to_end(rows: int, runs: int, work: Path) -> dict[str, Any]:
         with EmulatorProcess(work, scale=rows, extra_args=args) as emulator:
             export_id = _ready_export(emulator)
             file_mb = sum(p.stat().st_size for p in cache.glob("*.csv")) / 1e6
-            env = {"BENCH_API_URL": emulator.base_url, "BENCH_APP_ID": emulator.app_id,
-                   "BENCH_APP_TOKEN": emulator.app_token}
-            reports: dict[str, list[dict[str, Any]]] = {"pipeline": [], "download_then_pyarrow": []}
-            for _ in range(runs):  # interleaved, so drift on the machine hits both alike
-                for name in reports:
-                    reports[name].append(run_engine(name, export_id, env))
+            yield export_id, file_mb, {"BENCH_API_URL": emulator.base_url, "BENCH_APP_ID": emulator.app_id,
+                                       "BENCH_APP_TOKEN": emulator.app_token}
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+
+
+def small_window(rows: int, runs: int, work: Path) -> dict[str, Any]:
+    """A small window's landing task (``land_window``): median seconds from ``execute`` to the commit, and
+    of the whole process (start, imports, the task runner's start-up, the export made untimed, exit)."""
+    with bench_emulator(rows, work) as (_, file_mb, env):
+        reports = [run_engine("land_window", "-", env) for _ in range(runs)]
+    if {r["rows"] for r in reports} != {rows}:
+        raise AssertionError(f"land_window landed {[r['rows'] for r in reports]} of {rows} rows")
+    return {"rows": rows, "file_mb": file_mb, "runs": runs,
+            "seconds": statistics.median(r["seconds"] for r in reports),
+            "process_seconds": statistics.median(r["process_seconds"] for r in reports)}
+
+
+def end_to_end(rows: int, runs: int, work: Path) -> dict[str, Any]:
+    """Median seconds (whole process and in-process) and peak RSS of both; the ratios."""
+    with bench_emulator(rows, work) as (export_id, file_mb, env):
+        reports: dict[str, list[dict[str, Any]]] = {"pipeline": [], "download_then_pyarrow": []}
+        for _ in range(runs):  # interleaved, so drift on the machine hits both alike
+            for name in reports:
+                reports[name].append(run_engine(name, export_id, env))
     landed = {r["rows"] for rs in reports.values() for r in rs}
     if len(landed) != 1:
         raise AssertionError(f"pipeline and baseline disagree on the row count: {landed}")

@@ -29,11 +29,11 @@ def _chunks(csv_path: Path) -> Any:
 
 
 def _partition_writer(out: Path, policies: Any = None) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
+    """The partition writer, on the destination resolved as the landing task resolves it."""
+    from voucherify_provider.landing.destination import destination_path
     from voucherify_provider.landing.writer import PartitionWriter
 
-    partition = ObjectStoragePath(str(out / "redemption" / "window_start=20240101T000000Z"))
+    partition = destination_path(str(out), None) / "redemption" / "window_start=20240101T000000Z"
     partition.mkdir(parents=True, exist_ok=True)
     return PartitionWriter(partition, _schema(policies), metadata={})
 
@@ -53,6 +53,15 @@ def provider_hashed(csv_path: Path, out: Path) -> int:
     policies = AppliedPolicies(parse_policies(catalog.OBJECTS["redemption"], "personal_data"),
                                b"benchmark-hash-key-0123456789abcdef")
     return encode_stage(_typed_batches(csv_path, policies), out, policies)
+
+
+def provider_as_before(csv_path: Path, out: Path) -> int:
+    """The landing with the writer properties it had before per-column statistics (min/max on every column,
+    free text included): the reference for time and for file size."""
+    from voucherify_provider.landing import writer
+
+    writer.statistics_columns = lambda schema, sorted_by=None: True
+    return provider(csv_path, out)
 
 
 def _typed_batches(csv_path: Path, policies: Any = None) -> Any:
@@ -186,6 +195,23 @@ def _done_export(create: Any) -> str:
     return str(export["id"])
 
 
+def _window_export(_: Path) -> str:
+    """Untimed preparation of ``land_window``: the bench window's export, DONE."""
+    _use_bench_connection()
+    return _done_export(bench_export_task(BENCH_CONN_ID))
+
+
+def land_window(export_id: str, out: Path) -> int:
+    """What a small window's landing task does from ``execute`` to its commit (and the export's delete):
+    connection, export lookup, destination, download, parse, encode, commit."""
+    from voucherify_provider.transfers.export_to_warehouse import VoucherifyDownloadToWarehouseOperator
+
+    land = VoucherifyDownloadToWarehouseOperator(
+        task_id="land", export_id=export_id, destination=str(out), exported_object="redemption",
+        window_start=BENCH_WINDOW[0], window_end=BENCH_WINDOW[1], voucherify_conn_id=BENCH_CONN_ID)
+    return int(land.execute({})["rows"])
+
+
 def pipeline(_: str, out: Path) -> int:
     """End to end as the example DAG's three tasks do it, in one process: VoucherifyCreateExportOperator's
     request for the window, the sensor's wait for DONE, then VoucherifyDownloadToWarehouseOperator."""
@@ -241,6 +267,11 @@ PRELOAD = {
     "provider": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
                  "voucherify_provider.landing.typed_csv"),
     "parse_stage": ("airflow.sdk", "pyarrow.csv", "voucherify_provider.landing.typed_csv"),
+    "provider_as_before": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
+                           "voucherify_provider.landing.typed_csv"),
+    "land_window": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
+                    "voucherify_provider.landing.typed_csv", "voucherify_provider.transfers.export_to_warehouse",
+                    "voucherify_provider.hooks.voucherify", "voucherify_provider.landing.plan"),
     "provider_hashed": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
                         "voucherify_provider.landing.typed_csv", "voucherify_provider.landing.column_policies"),
     "encode_stage": ("airflow.sdk", "pyarrow.csv", "pyarrow.parquet", "voucherify_provider.landing.writer",
@@ -256,19 +287,21 @@ PRELOAD = {
                   "voucherify_provider.operators.export", "voucherify_provider.hooks.voucherify"),
 }
 LANDING: dict[str, Any] = {"provider": provider, "provider_hashed": provider_hashed,
+                           "provider_as_before": provider_as_before, "land_window": land_window,
                            "pandas": pandas_baseline, "pyarrow": pyarrow_baseline,
                            "duckdb": duckdb_baseline, "polars": polars_baseline, "parse_stage": parse_stage,
                            "encode_stage": encode_stage}
 # Work done before the clock starts; its result replaces SOURCE as the engine's input.
-PREPARE: dict[str, Any] = {"encode_stage": _read_whole}
+PREPARE: dict[str, Any] = {"encode_stage": _read_whole, "land_window": _window_export}
 # What an Airflow task process has done before ``execute``: load plugins and listeners (the task runner).
-TASK_RUNNER_STARTUP = ("pipeline", "download_then_pyarrow", "land_span")
+TASK_RUNNER_STARTUP = ("pipeline", "download_then_pyarrow", "land_span", "land_window")
 END_TO_END: dict[str, Any] = {"pipeline": pipeline, "download_then_pyarrow": download_then_pyarrow,
                               "land_span": land_span}
 
 
 def main() -> None:
-    """Run one engine and print its wall time (imports excluded), peak RSS and row count as JSON."""
+    """Run one engine and print its wall time (imports excluded), peak RSS, row count and the bytes of the
+    Parquet it wrote as JSON."""
     engine, source, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     out.mkdir(parents=True, exist_ok=True)
     import importlib
@@ -286,7 +319,8 @@ def main() -> None:
     rows = END_TO_END[engine](source, out) if engine in END_TO_END else LANDING[engine](given, out)
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()
-    print(json.dumps({"engine": engine, "seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows}))
+    written = sum(p.stat().st_size for p in out.rglob("*.parquet"))
+    print(json.dumps({"engine": engine, "seconds": seconds, "peak_rss_mb": peak_mb, "rows": rows, "bytes": written}))
 
 
 if __name__ == "__main__":

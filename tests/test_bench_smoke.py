@@ -25,9 +25,15 @@ def smoke(tmp_path: Path, sections: str) -> tuple[dict[str, Any], str]:
 def test_bench_smoke(tmp_path):
     report, stdout = smoke(tmp_path, "landing,privacy,incremental,current_state")
     engines = {(r["size"], r["engine"]) for r in report["landing"]}
-    assert engines == {(s, e) for s in (2000, 5000) for e in ("provider", "pyarrow", "pandas", "duckdb", "polars")}
+    assert engines == {(s, e) for s in (2000, 5000)
+                       for e in ("provider", "provider_as_before", "pyarrow", "pandas", "duckdb", "polars")}
+    landed = {(r["size"], r["engine"]): r["file_mb"] for r in report["landing"]}
+    assert all(landed[(s, "provider")] > 0 and landed[(s, "provider_as_before")] > 0 for s in (2000, 5000))
     assert not {"pandas", "pyarrow"} & set(report["parse_cost"]["heavy_modules_at_parse"])
-    assert "vs pyarrow" in stdout and "parse alone" in stdout
+    assert "vs polars" in stdout and "vs pyarrow" in stdout and "parse alone" in stdout
+    window = report["small_window"]
+    assert window["rows"] == 2000 and 0 < window["seconds"] < window["process_seconds"]
+    assert "2000-row window" in stdout
     assert set(report["stages"]["seconds"]) == {"parse_stage", "encode_stage"}
     privacy = report["privacy"]
     assert privacy["rows"] == 5000 and privacy["time_ratio"] > 0 and "column policies at 5000 rows" in stdout

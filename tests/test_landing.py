@@ -21,7 +21,7 @@ from voucherify_provider.landing.typed_csv import (
     TypedCsvReader,
     arrow_schema,
 )
-from voucherify_provider.landing.writer import MANIFEST, PartitionWriter
+from voucherify_provider.landing.writer import MANIFEST, PartitionWriter, PartWriter
 from voucherify_provider.window import Window
 
 pytestmark = pytest.mark.unit
@@ -169,6 +169,24 @@ def test_writer_commits_atomically_and_replaces(tmp_path):
     names = sorted(p.name for p in partition.iterdir())
     assert names == [MANIFEST, "part-exp_2-0000.parquet", "part-exp_2-0001.parquet"]
     assert ds.dataset(str(tmp_path / "redemption"), partitioning="hive").to_table().num_rows == 2
+
+
+def test_statistics_where_readers_prune_and_on_the_sort_column(tmp_path):
+    """Typed columns carry min/max (readers prune row groups on them); free text does not, unless the file is
+    sorted by it (the current-state table's key)."""
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    batch = pa.RecordBatch.from_pylist(
+        [{"id": "r_1", "date": datetime(2024, 1, 1, 3, tzinfo=UTC), "order_amount": Decimal("700.00"),
+          "loyalty_points": 4, "result": "SUCCESS", "metadata": '{"a": 1}'}], schema=schema)
+    for sorted_by in (None, "id"):
+        part = PartWriter(ObjectStoragePath(str(tmp_path)), f"part-{sorted_by}.parquet", schema, {}, 10, "o",
+                          sorted_by=sorted_by)
+        part.write(batch)
+        staged = tmp_path / part.close().staged
+        group = pq.ParquetFile(staged).metadata.row_group(0)
+        with_stats = {group.column(i).path_in_schema for i in range(group.num_columns)
+                      if group.column(i).statistics is not None and group.column(i).statistics.has_min_max}
+        assert with_stats == {"date", "order_amount", "loyalty_points", *([sorted_by] if sorted_by else [])}
 
 
 def test_aborted_write_leaves_previous_data(tmp_path):

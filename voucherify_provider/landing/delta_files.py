@@ -135,7 +135,8 @@ class FileWriter:
             self._path = f"{PARTITION}={segment}/part-{uuid.uuid4().hex}.parquet"
             target = self._table / self._path
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._part = PartWriter(target.parent, target.name, self._schema, {}, ROW_GROUP_ROWS, "", at=target)
+            self._part = PartWriter(target.parent, target.name, self._schema, {}, ROW_GROUP_ROWS, "", at=target,
+                                    sorted_by=self._key)
             self._low = self._high = None
             self._rows = 0
         return self._part

@@ -74,7 +74,7 @@ class PartWriter:
 
     def __init__(self, partition: ObjectStoragePath, name: str, schema: pa.Schema,
                  metadata: dict[str, str], row_group_rows: int, owner: str,
-                 at: ObjectStoragePath | None = None) -> None:
+                 at: ObjectStoragePath | None = None, sorted_by: str | None = None) -> None:
         self.name = name
         # ``at``: write straight to that path, for files a table's log makes visible (no staging rename).
         self.temp = at if at is not None else staged_path(partition, owner, name)
@@ -83,7 +83,7 @@ class PartWriter:
         self._output = HashedOutput(self.temp)
         try:
             self._writer = pq.ParquetWriter(self._output.stream, self._schema, compression="zstd",
-                                            write_statistics=True)
+                                            write_statistics=statistics_columns(schema, sorted_by))
         except BaseException:
             self._output.discard()
             raise
@@ -126,6 +126,16 @@ class PartWriter:
             pass
         self._output.discard()  # on S3 this completes the upload: the object exists until removed
         remove_file(self.temp)
+
+
+def statistics_columns(schema: pa.Schema, sorted_by: str | None = None) -> list[str] | bool:
+    """The columns whose min/max statistics a file carries: the typed ones (times, dates, amounts, counts,
+    flags), which readers prune row groups on, and the column the file is sorted by. Not the other text
+    columns (ids, names, JSON, messages): unsorted, their min/max span nearly everything and prune nothing,
+    and they cost a quarter of the encoder's time (2M redemptions: 1.27 s against 1.74 s)."""
+    kept = [f.name for f in schema
+            if f.name == sorted_by or not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+    return kept or False
 
 
 def staged_path(partition: ObjectStoragePath, owner: str, name: str) -> ObjectStoragePath:
