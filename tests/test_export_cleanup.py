@@ -204,7 +204,7 @@ def test_an_export_created_long_after_the_recorded_request_is_not_taken(emu, hoo
     from voucherify_provider.operators import export as export_module
 
     store = FakeStateStore()
-    monkeypatch.setattr(export_module, "CREATE_CALL_SECONDS", timedelta(seconds=-60))  # the window closes early
+    monkeypatch.setattr(export_module, "CREATE_CALL_WINDOW", timedelta(seconds=-60))  # the window closes early
     other = _died_before_its_id_was_stored(store)
     fresh = create().execute(context(task_state_store=store))
     assert fresh != other and sorted(_remaining(emu)) == sorted([other, fresh])

@@ -132,7 +132,7 @@ def statistics_columns(schema: pa.Schema, sorted_by: str | None = None) -> list[
     """The columns whose min/max statistics a file carries: the typed ones (times, dates, amounts, counts,
     flags), which readers prune row groups on, and the column the file is sorted by. Not the other text
     columns (ids, names, JSON, messages): unsorted, their min/max span nearly everything and prune nothing,
-    and they cost a quarter of the encoder's time (2M redemptions: 1.27 s against 1.74 s)."""
+    and they cost encoder time (2M redemptions from memory: 1.40 s without them, 1.51 s with)."""
     kept = [f.name for f in schema
             if f.name == sorted_by or not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
     return kept or False

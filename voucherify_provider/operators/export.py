@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # How far a try's export's ``created_at`` may read from the request time it recorded: the API's clock
 # against the worker's, and, after it, the create call's own time (its timeouts and rate-limit waits).
 CLOCK_SKEW = timedelta(seconds=30)
-CREATE_CALL_SECONDS = timedelta(minutes=3)
+CREATE_CALL_WINDOW = timedelta(minutes=3)
 
 
 class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
@@ -240,7 +240,7 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         obj = catalog.get_object(request["exported_object"])
         parameters = export_parameters(obj, request["fields"], request["order"], request["filters"])
         at = as_utc(str(requested.get("requested_at")), "requested_at")
-        found = self.hook.find_exports(obj.name, parameters, at - CLOCK_SKEW, at + CLOCK_SKEW + CREATE_CALL_SECONDS)
+        found = self.hook.find_exports(obj.name, parameters, at - CLOCK_SKEW, at + CLOCK_SKEW + CREATE_CALL_WINDOW)
         if len(found) != 1:
             if found:
                 self.log.warning(
