@@ -169,9 +169,9 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
             filters = change_filters(user_filters, window, obj.updated_field or "")
         else:
             filters = merge_filters(user_filters, window if windowed else None)
-        export_parameters(obj, fields, self.order, filters)  # same checks as the hook, before any call
+        parameters = export_parameters(obj, fields, self.order, filters)  # same checks as the hook, before any call
         return {"exported_object": obj.name, "fields": fields, "order": self.order, "filters": filters,
-                "windowed": windowed, "incremental": self.incremental}
+                "windowed": windowed, "incremental": self.incremental, "parameters": parameters}
 
     def plan(self, context: Context) -> dict[str, Any]:
         """The export request this run makes (validated), failing the task without retries if invalid."""
@@ -237,10 +237,9 @@ class VoucherifyCreateExportOperator(ResumableJobMixin, BaseOperator):
         (a cleared run exports afresh and names it). None: the request never took effect. Several (another
         run asked the same at the same time) cannot be told apart: none is touched, and the log names them."""
         request = self.plan(context)
-        obj = catalog.get_object(request["exported_object"])
-        parameters = export_parameters(obj, request["fields"], request["order"], request["filters"])
         at = as_utc(str(requested.get("requested_at")), "requested_at")
-        found = self.hook.find_exports(obj.name, parameters, at - CLOCK_SKEW, at + CLOCK_SKEW + CREATE_CALL_WINDOW)
+        found = self.hook.find_exports(request["exported_object"], request["parameters"], at - CLOCK_SKEW,
+                                       at + CLOCK_SKEW + CREATE_CALL_WINDOW)
         if len(found) != 1:
             if found:
                 self.log.warning(
