@@ -30,12 +30,14 @@ def _chunks(csv_path: Path) -> Any:
 
 def _partition_writer(out: Path, policies: Any = None) -> Any:
     """The partition writer, on the destination resolved as the landing task resolves it."""
+    from voucherify_provider import catalog
     from voucherify_provider.landing.destination import destination_path
     from voucherify_provider.landing.writer import PartitionWriter
 
     partition = destination_path(str(out), None) / "redemption" / "window_start=20240101T000000Z"
     partition.mkdir(parents=True, exist_ok=True)
-    return PartitionWriter(partition, _schema(policies), metadata={})
+    return PartitionWriter(partition, _schema(policies), metadata={},
+                           distinct=catalog.OBJECTS["redemption"].distinct_fields)
 
 
 def provider(csv_path: Path, out: Path) -> int:
@@ -56,11 +58,12 @@ def provider_hashed(csv_path: Path, out: Path) -> int:
 
 
 def provider_as_before(csv_path: Path, out: Path) -> int:
-    """The landing with the writer properties it had before per-column statistics (min/max on every column,
-    free text included): the reference for time and for file size."""
+    """The landing with the writer properties it had before they were set per column (min/max and a
+    dictionary attempt on every column, free text and ids included): the reference for time and file size."""
     from voucherify_provider.landing import writer
 
     writer.statistics_columns = lambda schema, sorted_by=None: True
+    writer.dictionary_columns = lambda schema, distinct: True
     return provider(csv_path, out)
 
 

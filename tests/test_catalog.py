@@ -62,3 +62,11 @@ def test_unknown_object_and_bad_order():
 def test_labels_are_human_readable():
     obj = catalog.get_object("voucher")
     assert [obj.label(f) for f in ("id", "code", "voucher_type", "value")] == ["ID", "Code", "Voucher Type", "Value"]
+
+
+def test_distinct_fields_start_with_the_key_and_name_real_fields():
+    for obj in catalog.OBJECTS.values():
+        assert obj.distinct_fields[0] == obj.key_field
+        assert set(obj.distinct_fields) <= set(obj.fields)
+    assert catalog.OBJECTS["voucher"].distinct_fields == ("id", "code")
+    assert catalog.OBJECTS["order"].distinct_fields == ("id", "source_id")

@@ -21,7 +21,7 @@ from voucherify_provider.landing.typed_csv import (
     TypedCsvReader,
     arrow_schema,
 )
-from voucherify_provider.landing.writer import MANIFEST, PartitionWriter, PartWriter
+from voucherify_provider.landing.writer import MANIFEST, PartitionWriter, PartWriter, dictionary_columns
 from voucherify_provider.window import Window
 
 pytestmark = pytest.mark.unit
@@ -187,6 +187,26 @@ def test_statistics_where_readers_prune_and_on_the_sort_column(tmp_path):
         with_stats = {group.column(i).path_in_schema for i in range(group.num_columns)
                       if group.column(i).statistics is not None and group.column(i).statistics.has_min_max}
         assert with_stats == {"date", "order_amount", "loyalty_points", *([sorted_by] if sorted_by else [])}
+
+
+def test_distinct_columns_are_written_without_a_dictionary(tmp_path):
+    """A column with a value per record (the key) is stored plain; the others keep their dictionary."""
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    batch = pa.RecordBatch.from_pylist([{"id": f"r_{i}", "result": "SUCCESS"} for i in range(50)], schema=schema)
+    part = PartWriter(ObjectStoragePath(str(tmp_path)), "part-d.parquet", schema, {}, 50, "o",
+                      distinct=REDEMPTION.distinct_fields)
+    part.write(batch)
+    group = pq.ParquetFile(tmp_path / part.close().staged).metadata.row_group(0)
+    encodings = {group.column(i).path_in_schema: set(group.column(i).encodings) for i in range(group.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["id"]
+    assert "RLE_DICTIONARY" in encodings["result"]
+
+
+def test_dictionary_columns_leave_out_only_the_distinct_ones():
+    schema = arrow_schema(REDEMPTION, FIELDS)
+    assert dictionary_columns(schema, ()) is True
+    assert dictionary_columns(schema, ("id",)) == [f for f in FIELDS if f != "id"]
+    assert dictionary_columns(pa.schema([("id", pa.string())]), ("id",)) is False
 
 
 def test_aborted_write_leaves_previous_data(tmp_path):

@@ -126,3 +126,13 @@ def test_a_landing_task_loads_neither_pandas_nor_the_filesystem_registry(emu, ho
     loaded = report["loaded"]
     assert "pyarrow.parquet" in loaded  # the probe sees what the landing imports
     assert not [m for m in loaded if m == "pandas" or m.startswith(("boto3", "airflow.providers.amazon"))]
+    landed = next(tmp_path.glob("redemption/*/part-*.parquet"))
+    assert dictionary_encoded(landed) >= {"result"}  # repeated values keep their dictionary
+    assert "id" not in dictionary_encoded(landed)  # a value per record: stored plain (catalog distinct_fields)
+
+
+def dictionary_encoded(path) -> set[str]:
+    """The columns whose first row group uses a dictionary encoding."""
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {group.column(i).path_in_schema for i in range(group.num_columns)
+            if {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & set(group.column(i).encodings)}

@@ -100,6 +100,12 @@ class ExportedObject:
         return "id" if "id" in self.fields else "code"
 
     @property
+    def distinct_fields(self) -> tuple[str, ...]:
+        """Fields whose value differs on every record (the key, and codes or source ids the API keeps unique):
+        a Parquet dictionary of them is as large as the column, so the writer stores them plain."""
+        return (self.key_field, *(f for f in DISTINCT_FIELDS.get(self.name, ()) if f != self.key_field))
+
+    @property
     def allowed_orders(self) -> tuple[str, ...]:
         """Every accepted ``order`` value, ascending and descending."""
         return tuple(v for base in self.order_values for v in (base, f"-{base}"))
@@ -224,6 +230,14 @@ PERSONAL_DATA: dict[str, dict[str, str]] = {
     "voucher_transactions": {},
 }
 
+# Besides the key: values Voucherify keeps unique per record (a voucher's code, a customer's or an
+# order's source_id), so the dictionary a Parquet writer tries on them never pays.
+DISTINCT_FIELDS: dict[str, tuple[str, ...]] = {
+    "voucher": ("code", "id"),
+    "customer": ("id", "source_id"),
+    "order": ("id", "source_id"),
+}
+
 
 def _obj(name: str, fields: dict[str, FieldType], defaults: tuple[str, ...], orders: tuple[str, ...],
          created: str | None, window: str | None, mutable: bool = False,
@@ -234,6 +248,7 @@ def _obj(name: str, fields: dict[str, FieldType], defaults: tuple[str, ...], ord
     personal = PERSONAL_DATA[name]
     assert set(personal) <= set(fields), f"{name}: personal fields not in its fields: {set(personal) - set(fields)}"
     assert customer is None or customer in fields, f"{name}: {customer} is not a field"
+    assert set(DISTINCT_FIELDS.get(name, ())) <= set(fields), f"{name}: distinct fields not in its fields"
     return ExportedObject(name, fields, defaults, orders, created, window, mutable, updated,
                           personal=dict(personal), customer_field=customer)
 

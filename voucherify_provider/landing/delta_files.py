@@ -136,7 +136,7 @@ class FileWriter:
             target = self._table / self._path
             target.parent.mkdir(parents=True, exist_ok=True)
             self._part = PartWriter(target.parent, target.name, self._schema, {}, ROW_GROUP_ROWS, "", at=target,
-                                    sorted_by=self._key)
+                                    sorted_by=self._key, distinct=(self._key,))
             self._low = self._high = None
             self._rows = 0
         return self._part

@@ -158,7 +158,7 @@ def _rewrite(partition: ObjectStoragePath, manifest: dict[str, Any], files: list
              erasure: Erasure, owner: str) -> int:
     """The partition again without the erased rows, committed whole; returns the rows erased."""
     schema = _schema(files[0]) if files else pa.schema([])
-    writer = PartitionWriter(partition, schema, metadata={}, owner=owner)
+    writer = PartitionWriter(partition, schema, metadata={}, owner=owner, distinct=erasure.obj.distinct_fields)
     token, erased = uuid.uuid4().hex[:8], 0
     try:
         for index, file in enumerate(files):

@@ -112,6 +112,7 @@ def plan_landing(*, base: ObjectStoragePath, export: ExportDescription, export_i
     def writer_for(piece: Window) -> PartitionWriter:
         return PartitionWriter(
             base / obj.name / piece.partition, schema, owner=owner, row_group_rows=rows_per_group,
+            distinct=obj.distinct_fields,
             metadata={"voucherify.export_id": export_id, "voucherify.object": obj.name,
                       "voucherify.window_start": piece.start.isoformat(),
                       "voucherify.window_end": piece.end.isoformat()})
