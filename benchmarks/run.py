@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                           for e in ("provider_as_before", "polars"))
         print(f"stages at {stage_size} rows: parse alone {stage_seconds['parse_stage']:.2f}s, writer alone "
               f"{stage_seconds['encode_stage']:.2f}s, both overlapped in the landing {landed:.2f}s (with min/max "
-              f"on every column, as before: {before:.2f}s); polars {polars:.2f}s")
+              f"and a dictionary on every column, as before: {before:.2f}s); polars {polars:.2f}s")
         print(report_text(e2e, parse, window, checks))
     if "privacy" in sections:
         print(privacy_text(report["privacy"]))
