@@ -233,9 +233,9 @@ PERSONAL_DATA: dict[str, dict[str, str]] = {
 # Besides the key: values Voucherify keeps unique per record (a voucher's code, a customer's or an
 # order's source_id), so the dictionary a Parquet writer tries on them never pays.
 DISTINCT_FIELDS: dict[str, tuple[str, ...]] = {
-    "voucher": ("code", "id"),
-    "customer": ("id", "source_id"),
-    "order": ("id", "source_id"),
+    "voucher": ("code",),
+    "customer": ("source_id",),
+    "order": ("source_id",),
 }
 
 
