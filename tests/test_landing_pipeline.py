@@ -16,6 +16,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from tests.support.operators import done_export
+from tests.support.warehouse_checks import dictionary_encoded
 from voucherify_provider import catalog
 from voucherify_provider.landing.encoder import BackgroundEncoder
 from voucherify_provider.landing.stream import IterStream
@@ -129,10 +130,3 @@ def test_a_landing_task_loads_neither_pandas_nor_the_filesystem_registry(emu, ho
     landed = next(tmp_path.glob("redemption/*/part-*.parquet"))
     assert dictionary_encoded(landed) >= {"result"}  # repeated values keep their dictionary
     assert "id" not in dictionary_encoded(landed)  # a value per record: stored plain (catalog distinct_fields)
-
-
-def dictionary_encoded(path) -> set[str]:
-    """The columns whose first row group uses a dictionary encoding."""
-    group = pq.ParquetFile(path).metadata.row_group(0)
-    return {group.column(i).path_in_schema for i in range(group.num_columns)
-            if {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & set(group.column(i).encodings)}

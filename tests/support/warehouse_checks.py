@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 ID_FIELD = {"publication": "code"}
 
@@ -110,3 +111,10 @@ def secrets_found(roots: list[Path], secrets: list[str]) -> list[tuple[str, str]
 def files_under(roots: list[Path]) -> list[Path]:
     """Every file under the roots (a root may itself be a file)."""
     return [p for root in roots for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()]
+
+
+def dictionary_encoded(path: Any) -> set[str]:
+    """The columns whose first row group of the Parquet file at ``path`` uses a dictionary encoding."""
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    return {group.column(i).path_in_schema for i in range(group.num_columns)
+            if {"PLAIN_DICTIONARY", "RLE_DICTIONARY"} & set(group.column(i).encodings)}
