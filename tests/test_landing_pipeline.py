@@ -18,7 +18,7 @@ from airflow.sdk import ObjectStoragePath
 from tests.support.operators import done_export
 from tests.support.warehouse_checks import dictionary_encoded
 from voucherify_provider import catalog
-from voucherify_provider.landing.encoder import BackgroundEncoder
+from voucherify_provider.landing.encoder import AllocatorCache, BackgroundEncoder
 from voucherify_provider.landing.stream import IterStream
 from voucherify_provider.landing.typed_csv import arrow_schema
 from voucherify_provider.landing.writer import PartitionWriter
@@ -50,13 +50,14 @@ def test_row_groups_have_exactly_the_configured_size_and_keep_row_order(tmp_path
 
 
 class _FailingWriter:
-    """A ParquetWriter stand-in whose second row group fails, recording what it was given."""
+    """A ParquetWriter stand-in that fails once ``fail_after`` row groups are written, recording their rows."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_after: int = 1) -> None:
         self.written: list[int] = []
+        self._fail_after = fail_after
 
     def write_table(self, table: pa.Table, row_group_size: int) -> None:
-        if self.written:
+        if len(self.written) >= self._fail_after:
             raise OSError("disk full")
         self.written.append(table.num_rows)
 
@@ -130,3 +131,38 @@ def test_a_landing_task_loads_neither_pandas_nor_the_filesystem_registry(emu, ho
     landed = next(tmp_path.glob("redemption/*/part-*.parquet"))
     assert dictionary_encoded(landed) >= {"result"}  # repeated values keep their dictionary
     assert "id" not in dictionary_encoded(landed)  # a value per record: stored plain (catalog distinct_fields)
+
+
+def test_the_allocator_cache_is_released_only_past_its_allowance_of_row_groups():
+    resident = [1000]
+    released: list[int] = []
+    cache = AllocatorCache(row_groups=4, rss=lambda: resident[0], release=lambda: released.append(resident[0]))
+    for grown in (100, 300, 400):  # up to 4 row groups of 100 bytes over the start: kept
+        resident[0] = 1000 + grown
+        cache.after_row_group(100)
+    assert released == []
+    resident[0] = 1401
+    cache.after_row_group(100)
+    assert released == [1401]
+    cache.after_row_group(1000)  # a larger row group widens the allowance
+    assert released == [1401]
+
+
+def test_the_encoder_reports_each_written_row_group_to_its_allocator_cache():
+    resident = [0]
+    released: list[int] = []
+
+    def grow() -> int:  # every row group written leaves 1 MB more resident
+        resident[0] += 1 << 20
+        return resident[0]
+
+    table = pa.Table.from_batches([batch_of(0, 1000)])
+    cache = AllocatorCache(row_groups=2, rss=grow, release=lambda: released.append(resident[0]))
+    writer = _FailingWriter(fail_after=10)
+    encoder = BackgroundEncoder(writer, cache=cache)
+    for _ in range(4):
+        encoder.put(table)
+    encoder.finish()
+    assert writer.written == [1000] * 4
+    # allowance 2 x the table's bytes (tens of kB) is passed on the first check: each group releases
+    assert len(released) == 4 and table.nbytes * 2 < (1 << 20)
