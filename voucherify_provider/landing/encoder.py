@@ -34,8 +34,8 @@ class AllocatorCache:
     ``row_groups`` row groups since the file began.
 
     Releasing after every row group kept memory flat but cost ~10% of a 2M-row landing under mimalloc
-    (1.92 s against 1.73 s, interleaved medians of 3): the pages it returns are faulted in again by the next row group.
-    Growth is bounded all the same: past the allowance the cache goes back to the system.
+    (1.92 s against 1.73 s, interleaved medians of 3): the pages it returns are faulted in again by the
+    next row group. Growth is bounded all the same: past the allowance the cache goes back to the system.
 
     :param rss: the process's resident bytes now (injectable for tests).
     :param release: hands cached memory back (the pool's ``release_unused``).
